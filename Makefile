@@ -1,0 +1,47 @@
+# nodecri: a CRI plugin for containerd, built into bin/containerd.
+# `make help` lists the targets.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+RUN_DIR   ?= $(CURDIR)/_run
+METRICS   ?= 127.0.0.1:1338
+GOTESTFLAGS ?=
+INTEGRATION_TIMEOUT ?= 20m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/containerd (containerd with nodecri as its CRI plugin)
+	$(GO) build -o $(BIN)/containerd ./cmd/containerd
+
+.PHONY: deps
+deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables
+	./hack/deps.sh
+
+.PHONY: test
+test: deps build ## Run unit tests, then integration tests against bin/containerd (needs root)
+	$(GO) test -count=1 -race $(GOTESTFLAGS) $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
+
+.PHONY: run
+run: deps build ## Start the daemon in the foreground on a development config under _run/
+	@$(GO) run ./hack/devconfig -dir $(RUN_DIR) -bin $(BIN) -metrics $(METRICS) >/dev/null
+	@echo "config:  $(RUN_DIR)/config.toml"
+	@echo "crictl:  $(BIN)/crictl --runtime-endpoint unix://$(RUN_DIR)/containerd.sock info"
+	@echo "ctr:     $(BIN)/ctr --address $(RUN_DIR)/containerd.sock -n k8s.io images ls"
+	@echo "metrics: curl http://$(METRICS)/v1/metrics"
+	PATH=$(BIN):$$PATH exec $(BIN)/containerd --config $(RUN_DIR)/config.toml
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: ## Remove bin/containerd and the _run/ and _output/ folders (keeps installed companions)
+	rm -f $(BIN)/containerd
+	rm -rf $(RUN_DIR) _output

@@ -1,0 +1,5 @@
+//go:build !no_tracing
+
+package main
+
+import _ "github.com/containerd/containerd/v2/pkg/tracing/plugin"

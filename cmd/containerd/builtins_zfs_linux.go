@@ -1,0 +1,5 @@
+//go:build !no_zfs
+
+package main
+
+import _ "github.com/containerd/zfs/v2/plugin"

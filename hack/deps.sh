@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the companions every make target uses: containerd's shim and ctr at
+# the version go.mod pins, runc (with idmapped-mount support), crictl, and from
+# Debian: crun, the CNI plugins, iptables. Idempotent: present tools are kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="$PWD/bin"
+mkdir -p "$BIN"
+
+CONTAINERD_VERSION=$(go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)
+RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
+CRI_TOOLS_VERSION=$(cd hack/tools && go list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
+
+apt_pkgs=()
+command -v crun >/dev/null || apt_pkgs+=(crun)
+[ -x /usr/lib/cni/bridge ] || apt_pkgs+=(containernetworking-plugins)
+command -v iptables >/dev/null || apt_pkgs+=(iptables)
+[ -f /usr/include/seccomp.h ] || apt_pkgs+=(libseccomp-dev)
+command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
+command -v curl >/dev/null || apt_pkgs+=(curl)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "deps: need root to install ${apt_pkgs[*]}" >&2; exit 1; fi
+  echo "deps: apt-get install ${apt_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+# stamp files record the version a binary was built at, so a bump rebuilds it.
+want() { # name version
+  [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ] && return 1
+  return 0
+}
+stamp() { echo "$2" > "$BIN/.$1.version"; }
+
+if want containerd-shim-runc-v2 "$CONTAINERD_VERSION" || want ctr "$CONTAINERD_VERSION"; then
+  echo "deps: containerd-shim-runc-v2 and ctr $CONTAINERD_VERSION"
+  GOBIN="$BIN" CGO_ENABLED=0 go install \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+  stamp containerd-shim-runc-v2 "$CONTAINERD_VERSION"; stamp ctr "$CONTAINERD_VERSION"
+fi
+
+if want runc "$RUNC_VERSION"; then
+  echo "deps: runc $RUNC_VERSION"
+  GOBIN="$BIN" CGO_ENABLED=1 go install -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION"
+  stamp runc "$RUNC_VERSION"
+fi
+
+if want crictl "$CRI_TOOLS_VERSION"; then
+  echo "deps: crictl $CRI_TOOLS_VERSION"
+  # cri-tools is pinned in hack/tools/go.mod; the proxy serves no version
+  # list for it, so `go install ...@version` cannot be used.
+  (cd hack/tools && GONOSUMDB=sigs.k8s.io/cri-tools CGO_ENABLED=0 go build -o "$BIN/crictl" \
+    -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl)
+  stamp crictl "$CRI_TOOLS_VERSION"
+fi
+echo "deps: ok ($BIN: $(cd "$BIN" && ls | tr '\n' ' '))"

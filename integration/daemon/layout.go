@@ -1,0 +1,190 @@
+// Package daemon lays out and runs a nodecri containerd on a private root:
+// its own config, sockets, state, runc root and CNI network. `make run` and
+// the integration tests both use it, so there is one config generator.
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/nodecri/nodecri/cni"
+)
+
+// CRISection is the plugin's section name in containerd's config.
+const CRISection = "io.containerd.grpc.v1.cri"
+
+// Network is the pod network a layout's conflist describes. CNI state is
+// host-wide, so each instance needs its own bridge, subnet and IPAM folder.
+type Network struct {
+	Name   string // CNI network name
+	Bridge string // Linux bridge device, at most 15 characters
+	Subnet string // host-local range
+}
+
+// Layout is one daemon's folder and configuration.
+type Layout struct {
+	Dir            string
+	Socket         string
+	MetricsAddress string // host:port, "" for no metrics endpoint
+	CNIConfDir     string
+	CNIBinDirs     []string
+	RuntimeBinDir  string // where runc (and ctr, the shim) live
+	Network        Network
+	// Config is containerd's whole config as a tree; callers may change
+	// it before WriteConfig.
+	Config map[string]any
+}
+
+// NewLayout prepares a layout under dir; nothing is written yet.
+func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
+	l := &Layout{
+		Dir:            dir,
+		Socket:         filepath.Join(dir, "containerd.sock"),
+		MetricsAddress: metricsAddress,
+		CNIConfDir:     filepath.Join(dir, "net.d"),
+		// Debian installs CNI plugins in /usr/lib/cni; /opt/cni/bin is the
+		// upstream location.
+		CNIBinDirs:    []string{"/usr/lib/cni", "/opt/cni/bin"},
+		RuntimeBinDir: binDir,
+		Network:       nw,
+	}
+	cri := map[string]any{
+		"restrict_oom_score_adj": !HasCapSysResource(),
+		"containerd": map[string]any{
+			"default_runtime_name": "runc",
+			"runtimes": map[string]any{
+				"runc": map[string]any{
+					"runtime_type": "io.containerd.runc.v2",
+					"options": map[string]any{
+						"BinaryName": filepath.Join(binDir, "runc"),
+						"Root":       filepath.Join(dir, "runc"),
+					},
+				},
+				"crun": map[string]any{
+					"runtime_type": "io.containerd.runc.v2",
+					"options": map[string]any{
+						"BinaryName": "crun",
+						"Root":       filepath.Join(dir, "crun"),
+					},
+				},
+			},
+		},
+		"cni": map[string]any{
+			"bin_dirs": l.CNIBinDirs,
+			"conf_dir": l.CNIConfDir,
+		},
+	}
+	servers := map[string]any{
+		"io.containerd.server.v1.grpc":  map[string]any{"address": l.Socket},
+		"io.containerd.server.v1.ttrpc": map[string]any{"address": l.Socket + ".ttrpc"},
+		"io.containerd.server.v1.debug": map[string]any{"address": filepath.Join(dir, "debug.sock")},
+		CRISection:                      cri,
+	}
+	if metricsAddress != "" {
+		servers["io.containerd.server.v1.metrics"] = map[string]any{"address": metricsAddress}
+	}
+	l.Config = map[string]any{
+		"version": 4,
+		"root":    filepath.Join(dir, "root"),
+		"state":   filepath.Join(dir, "state"),
+		// Never read the host's /etc/containerd/conf.d.
+		"imports": []string{},
+		// A bad CRI section stops the daemon rather than leaving one that
+		// answers only Unimplemented.
+		"required_plugins": []string{"io.containerd.grpc.v1.cri"},
+		// NRI is not integrated with nodecri yet.
+		"disabled_plugins": []string{"io.containerd.nri.v1.nri"},
+		"plugins":          servers,
+	}
+	return l
+}
+
+// CRI returns the plugin's section of Config, for callers to adjust.
+func (l *Layout) CRI() map[string]any {
+	return l.Config["plugins"].(map[string]any)[CRISection].(map[string]any)
+}
+
+// ConfigPath is where WriteConfig puts containerd's config.
+func (l *Layout) ConfigPath() string { return filepath.Join(l.Dir, "config.toml") }
+
+// WriteConfig writes containerd's config file.
+func (l *Layout) WriteConfig() error {
+	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
+		return err
+	}
+	b, err := toml.Marshal(l.Config)
+	if err != nil {
+		return fmt.Errorf("marshal config: %w", err)
+	}
+	return os.WriteFile(l.ConfigPath(), b, 0o644)
+}
+
+// ConflistPath is where WriteConflist puts the pod network.
+func (l *Layout) ConflistPath() string {
+	return filepath.Join(l.CNIConfDir, "10-"+l.Network.Name+".conflist")
+}
+
+// WriteConflist writes a bridge + portmap network (go-cni adds loopback
+// itself), atomically, since the daemon watches the folder.
+func (l *Layout) WriteConflist() error {
+	if err := os.MkdirAll(l.CNIConfDir, 0o755); err != nil {
+		return err
+	}
+	conf := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       l.Network.Name,
+		"plugins": []any{
+			map[string]any{
+				"type":        "bridge",
+				"bridge":      l.Network.Bridge,
+				"isGateway":   true,
+				"ipMasq":      true,
+				"hairpinMode": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": l.Network.Subnet}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": l.IPAMDir(),
+				},
+			},
+			map[string]any{
+				"type":         "portmap",
+				"capabilities": map[string]bool{"portMappings": true},
+			},
+		},
+	}
+	b, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return cni.WriteFileAtomic(l.ConflistPath(), b, 0o644)
+}
+
+// IPAMDir is host-local's reservation folder for this layout's network.
+func (l *Layout) IPAMDir() string { return filepath.Join(l.Dir, "cni-ipam") }
+
+// HasCapSysResource tells whether this process may lower oom_score_adj
+// below its own; without it runc fails every sandbox unless the daemon
+// clamps requested scores (restrict_oom_score_adj).
+func HasCapSysResource() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var caps uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &caps); err != nil {
+				return false
+			}
+			const capSysResource = 24
+			return caps&(1<<capSysResource) != 0
+		}
+	}
+	return false
+}

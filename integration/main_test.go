@@ -1,0 +1,120 @@
+// Package integration tests the real bin/containerd: each test starts the
+// daemon on a private root with runc and Debian's CNI plugins and talks CRI
+// over its socket.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nodecri/nodecri/integration/daemon"
+)
+
+var (
+	binary string // bin/containerd
+	binDir string // bin/, with runc, the shim, ctr, crictl
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration: skipped, the daemon needs root (run `sudo make test`)")
+		os.Exit(0)
+	}
+	binDir, _ = filepath.Abs("../bin")
+	binary = filepath.Join(binDir, "containerd")
+	for _, b := range []string{binary, filepath.Join(binDir, "runc"), filepath.Join(binDir, "containerd-shim-runc-v2"), filepath.Join(binDir, "ctr")} {
+		if _, err := os.Stat(b); err != nil {
+			fmt.Printf("integration: %s missing: run `make deps build` (or `make test`)\n", b)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+var instances atomic.Int32
+
+// newLayout gives a test its own daemon folder and pod network: CNI state
+// is host-wide, so bridge, subnet and IPAM folder are unique per instance.
+func newLayout(t *testing.T, metrics bool) *daemon.Layout {
+	t.Helper()
+	n := int(instances.Add(1))
+	id := (os.Getpid()*16 + n) % 4000
+	dir, err := os.MkdirTemp("", "nodecri-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon folder kept for inspection: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	addr := ""
+	if metrics {
+		addr = freeAddr(t)
+	}
+	return daemon.NewLayout(dir, binDir, addr, daemon.Network{
+		Name:   fmt.Sprintf("nodecri-it-%d", id),
+		Bridge: fmt.Sprintf("ncit%d", id),
+		Subnet: fmt.Sprintf("10.%d.%d.0/24", 200+id/250, id%250),
+	})
+}
+
+// start runs the daemon on l and stops it by PID when the test ends,
+// failed or not.
+func start(t *testing.T, l *daemon.Layout) *daemon.Daemon {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d, err := daemon.Start(ctx, binary, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- %s (tail) ---\n%s", d.LogPath, d.LogTail(30))
+		}
+		if err := d.Stop(); err != nil {
+			t.Errorf("stopping daemon: %v", err)
+		}
+	})
+	return d
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually waits up to 5 s for cond, the readiness budget the CRI gives.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s: %s (last: %s)", what, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,112 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// decode reads a section the way containerd does: strict first, over the
+// registered defaults.
+func decode(t *testing.T, section string) *Config {
+	t.Helper()
+	c := Default()
+	if err := toml.Unmarshal([]byte(section), c); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return c
+}
+
+func TestDefaultsValidate(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if c.SandboxImage != "registry.k8s.io/pause:3.10.2" || c.StreamServerPort != "0" || c.MaxContainerLogLineSize != 16384 ||
+		c.ImagePullProgressTimeout != "5m0s" || c.MaxConcurrentDownloads != 3 || c.StatsCollectPeriod != 10 ||
+		c.Containerd.Snapshotter != "overlayfs" || c.Containerd.DefaultRuntimeName != "runc" ||
+		c.Containerd.Runtimes["runc"].Type != "io.containerd.runc.v2" || c.CNI.ConfDir != "/etc/cni/net.d" ||
+		c.CNI.BinDirs[0] != "/opt/cni/bin" || c.CNI.MaxConfNum != 1 {
+		t.Fatalf("defaults differ from upstream's: %+v", c)
+	}
+}
+
+// A 1.x section that adds a handler keeps the default runc handler.
+func TestOneXSectionMergesOverDefaults(t *testing.T) {
+	c := decode(t, `
+sandbox_image = "example.com/pause:1"
+[containerd]
+  default_runtime_name = "crun"
+  [containerd.runtimes.crun]
+    runtime_type = "io.containerd.runc.v2"
+    [containerd.runtimes.crun.options]
+      BinaryName = "crun"
+      SystemdCgroup = true
+[cni]
+  bin_dir = "/usr/lib/cni"
+`)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Containerd.Runtimes["runc"]; !ok {
+		t.Errorf("default runc handler lost when another was configured: %v", c.RuntimeNames())
+	}
+	if c.CNI.BinDirs[0] != "/usr/lib/cni" {
+		t.Errorf("bin_dir not searched first: %v", c.CNI.BinDirs)
+	}
+	opts, err := DecodeOptions(c.Containerd.Runtimes["crun"].Type, c.Containerd.Runtimes["crun"].Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(opts.(interface{ String() string }).String(), "crun") {
+		t.Errorf("options not decoded: %v", opts)
+	}
+}
+
+func TestInvalidValuesNameKeyAndValue(t *testing.T) {
+	for _, tc := range []struct{ section, key, value string }{
+		{`[containerd]
+default_runtime_name = "nope"`, "containerd.default_runtime_name", `"nope"`},
+		{`max_concurrent_downloads = -1`, "max_concurrent_downloads", "-1"},
+		{`max_container_log_line_size = -5`, "max_container_log_line_size", "-5"},
+		{`image_pull_progress_timeout = "5 minutes"`, "image_pull_progress_timeout", `"5 minutes"`},
+		{`stream_server_port = "http"`, "stream_server_port", `"http"`},
+		{`stats_collect_period = 0`, "stats_collect_period", "0"},
+		{`[containerd.runtimes.kata]
+runtime_path = "/x"`, "containerd.runtimes.kata.runtime_type", `""`},
+		{`[containerd.runtimes.runc.options]
+BinaryNmae = "runc"`, "containerd.runtimes.runc.options", "BinaryNmae"},
+		{`systemd_cgroup = true`, "systemd_cgroup", "true"},
+		{`[registry.mirrors."docker.io"]
+endpoint = ["https://m"]`, "registry.mirrors", "docker.io"},
+		{`[registry.configs."r".auth]
+username = "u"`, "registry.configs", "username"},
+		{`[cni]
+conf_dir = "relative"`, "cni.conf_dir", `"relative"`},
+	} {
+		err := decode(t, tc.section).Validate()
+		if err == nil {
+			t.Errorf("%q: accepted", tc.section)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.value) {
+			t.Errorf("%q: error %q does not name key %s and value %s", tc.section, err, tc.key, tc.value)
+		}
+	}
+}
+
+// Setting only runc's options (a common 1.x snippet for SystemdCgroup)
+// keeps its runtime_type.
+func TestOptionsOnlySectionKeepsRuntimeType(t *testing.T) {
+	c := decode(t, `
+[containerd.runtimes.runc.options]
+SystemdCgroup = true
+`)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Containerd.Runtimes["runc"].Type; got != RuncRuntimeType {
+		t.Fatalf("runtime_type = %q after setting only options", got)
+	}
+}

@@ -1,0 +1,166 @@
+// Package plugin registers nodecri in containerd's plugin graph as the
+// io.containerd.grpc.v1 "cri" plugin and wires its parts together.
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/log"
+	"github.com/containerd/platforms"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+	metrics "github.com/docker/go-metrics"
+	"google.golang.org/grpc"
+
+	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/plugin/config"
+	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/server"
+)
+
+// ID is the plugin's ID; with its type it is the section name operators
+// know: [plugins."io.containerd.grpc.v1.cri"].
+const ID = "cri"
+
+func init() {
+	registry.Register(&plugin.Registration{
+		Type: plugins.GRPCPlugin,
+		ID:   ID,
+		Requires: []plugin.Type{
+			plugins.EventPlugin,
+			plugins.ServicePlugin,
+			plugins.LeasePlugin,
+			plugins.SandboxStorePlugin,
+			plugins.TransferPlugin,
+			plugins.MountManagerPlugin,
+			plugins.SandboxControllerPlugin,
+		},
+		Config: config.Default(),
+		InitFn: initPlugin,
+	})
+}
+
+var registerMetrics sync.Once
+
+func initPlugin(ic *plugin.InitContext) (any, error) {
+	// Background work (CNI watch, usage collection) runs for the daemon's
+	// life, in the CRI's namespace.
+	ctx := namespaces.WithNamespace(ic.Context, config.Namespace)
+	cfg := ic.Config.(*config.Config)
+	if err := cfg.Validate(); err != nil {
+		return nil, oneLine(err)
+	}
+	rootDir, stateDir := ic.Properties[plugins.PropertyRootDir], ic.Properties[plugins.PropertyStateDir]
+	for _, d := range []string{rootDir, stateDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create plugin dir: %w", err)
+		}
+	}
+	snapshotRoot, err := snapshotterRoot(ic, cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	client, err := containerd.New("",
+		containerd.WithDefaultNamespace(config.Namespace),
+		containerd.WithDefaultPlatform(platforms.Default()),
+		containerd.WithInMemoryServices(ic),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create in-process containerd client: %w", err)
+	}
+	rts, err := runtimes.New(ctx, cfg, runtimes.ProbeBinary)
+	if err != nil {
+		return nil, err
+	}
+	net, err := cni.New(ctx, cni.Config{
+		ConfDir:    cfg.CNI.ConfDir,
+		BinDirs:    cfg.CNI.BinDirs,
+		MaxConfNum: cfg.CNI.MaxConfNum,
+		Template:   cfg.CNI.ConfTemplate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	fsinfo := images.NewFSInfo(client.SnapshotService(cfg.Containerd.Snapshotter), snapshotRoot, cfg.StatsPeriod())
+
+	registerMetrics.Do(func() { metrics.Register(server.Metrics) })
+	go net.Run(ctx)
+	go fsinfo.Run(ctx)
+
+	svc := server.New(server.Options{
+		Config:            cfg,
+		Client:            client,
+		Runtimes:          rts,
+		CNI:               net,
+		FSInfo:            fsinfo,
+		RootDir:           rootDir,
+		StateDir:          stateDir,
+		ContainerdRootDir: filepath.Dir(rootDir),
+	})
+	for _, h := range rts.All() {
+		log.G(ctx).WithFields(log.Fields{
+			"handler": h.Name, "type": h.Type, "snapshotter": h.Snapshotter,
+			"rro": h.Features.RecursiveReadOnlyMounts, "userns": h.Features.UserNamespaces,
+		}).Info("runtime handler")
+	}
+	ic.RegisterReadiness()()
+	return &criPlugin{svc: svc}, nil
+}
+
+// criPlugin is what containerd's gRPC server plugin picks up and serves.
+type criPlugin struct{ svc *server.Service }
+
+func (p *criPlugin) Register(s *grpc.Server) error {
+	p.svc.Register(s)
+	return nil
+}
+
+// snapshotterRoot checks that every snapshotter the config names is loaded
+// and returns the default one's root folder (ImageFsInfo's mountpoint).
+func snapshotterRoot(ic *plugin.InitContext, cfg *config.Config) (string, error) {
+	check := func(key, name string) (*plugin.Plugin, error) {
+		p := ic.Plugins().Get(plugins.SnapshotPlugin, name)
+		if p == nil {
+			return nil, &config.Error{Key: key, Value: name, Why: "no such snapshotter plugin"}
+		}
+		if err := p.Err(); err != nil {
+			return nil, &config.Error{Key: key, Value: name, Why: fmt.Sprintf("snapshotter did not load: %v", err)}
+		}
+		return p, nil
+	}
+	p, err := check("containerd.snapshotter", cfg.Containerd.Snapshotter)
+	if err != nil {
+		return "", err
+	}
+	for _, name := range cfg.RuntimeNames() {
+		if sn := cfg.Containerd.Runtimes[name].Snapshotter; sn != "" {
+			if _, err := check("containerd.runtimes."+name+".snapshotter", sn); err != nil {
+				return "", err
+			}
+		}
+	}
+	return p.Meta.Exports["root"], nil
+}
+
+// oneLine joins every config error into one log line.
+func oneLine(err error) error {
+	var parts []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			parts = append(parts, e.Error())
+		}
+	} else {
+		parts = []string{err.Error()}
+	}
+	return errors.New(strings.Join(parts, "; "))
+}

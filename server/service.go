@@ -1,0 +1,61 @@
+// Package server implements the CRI RuntimeService and ImageService. Each
+// handler validates (through the validate package, before it is called),
+// finds its object, calls the package that does the work, and returns
+// errdefs errors that the instrumentation maps to gRPC codes.
+package server
+
+import (
+	"sync"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/plugin/config"
+	"github.com/nodecri/nodecri/runtimes"
+)
+
+// Options are the service's dependencies, built by the plugin.
+type Options struct {
+	Config   *config.Config
+	Client   *containerd.Client
+	Runtimes *runtimes.Set
+	CNI      *cni.Manager
+	FSInfo   *images.FSInfo
+	// RootDir and StateDir are the plugin's own folders under containerd's.
+	RootDir, StateDir string
+	// ContainerdRootDir is containerd's root, for verbose status.
+	ContainerdRootDir string
+}
+
+// Service holds what both CRI services share.
+type Service struct {
+	Options
+
+	mu       sync.Mutex
+	podCIDRs []string // from UpdateRuntimeConfig
+}
+
+// New returns the CRI services over opts.
+func New(opts Options) *Service {
+	return &Service{Options: opts}
+}
+
+type runtimeService struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	*Service
+}
+
+type imageService struct {
+	runtimeapi.UnimplementedImageServiceServer
+	*Service
+}
+
+// Register serves both CRI services on s, instrumented and validated.
+func (s *Service) Register(r grpc.ServiceRegistrar) {
+	ir := instrumented{r}
+	runtimeapi.RegisterRuntimeServiceServer(ir, &runtimeService{Service: s})
+	runtimeapi.RegisterImageServiceServer(ir, &imageService{Service: s})
+}

@@ -1,0 +1,70 @@
+// Package validate is the one request validator: every CRI request passes
+// through Request before its handler runs, so IDs, names and paths are
+// checked once, the same way, and bad input is answered InvalidArgument
+// without side effects.
+package validate
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Request checks the fields of a CRI request that handlers rely on. Requests
+// of RPCs it does not know pass unchanged.
+func Request(req any) error {
+	switch r := req.(type) {
+	case *runtimeapi.UpdateRuntimeConfigRequest:
+		return podCIDRs(r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr())
+	}
+	return nil
+}
+
+// Errorf returns an InvalidArgument error.
+func Errorf(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+}
+
+// PodCIDRs splits the kubelet's comma-separated pod CIDR list.
+func PodCIDRs(s string) []string {
+	var out []string
+	for _, c := range strings.Split(s, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func podCIDRs(s string) error {
+	cidrs := PodCIDRs(s)
+	if len(cidrs) > 2 {
+		return Errorf("pod_cidr %q: at most one IPv4 and one IPv6 range", s)
+	}
+	for _, c := range cidrs {
+		if _, _, err := net.ParseCIDR(c); err != nil {
+			return Errorf("pod_cidr %q: %q is not a CIDR", s, c)
+		}
+	}
+	return nil
+}
+
+// ID checks an object ID the runtime handed out (sandbox, container): hex
+// or a unique prefix of it, never a path.
+func ID(field, id string) error {
+	if id == "" {
+		return Errorf("%s is required", field)
+	}
+	if len(id) > 64 {
+		return Errorf("%s %.70q is longer than 64 characters", field, id)
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return Errorf("%s %q is not a runtime-issued ID", field, id)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package validate
+
+import (
+	"testing"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func cidrReq(s string) *runtimeapi.UpdateRuntimeConfigRequest {
+	return &runtimeapi.UpdateRuntimeConfigRequest{RuntimeConfig: &runtimeapi.RuntimeConfig{
+		NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: s}}}
+}
+
+func TestPodCIDR(t *testing.T) {
+	for _, ok := range []string{"", "10.1.0.0/24", "10.1.0.0/24,fd00::/64", " 10.1.0.0/24 , fd00::/64 "} {
+		if err := Request(cidrReq(ok)); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"banana", "10.1.0.0", "10.1.0.0/24,../etc", "10.0.0.0/8,10.1.0.0/16,fd00::/64"} {
+		err := Request(cidrReq(bad))
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%q: got %v, want InvalidArgument", bad, err)
+		}
+	}
+	if got := PodCIDRs(" a ,, b"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("PodCIDRs split = %q", got)
+	}
+}
+
+func TestID(t *testing.T) {
+	if err := ID("pod_sandbox_id", "0123abcdef"); err != nil {
+		t.Errorf("hex ID refused: %v", err)
+	}
+	for _, bad := range []string{"", "../../etc", "ABC", "a/b", string(make([]byte, 65))} {
+		if err := ID("pod_sandbox_id", bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%q: got %v, want InvalidArgument", bad, err)
+		}
+	}
+}
