@@ -19,6 +19,9 @@ command -v iptables >/dev/null || apt_pkgs+=(iptables)
 command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 command -v ip >/dev/null || apt_pkgs+=(iproute2)
 command -v curl >/dev/null || apt_pkgs+=(curl)
+dpkg -s busybox >/dev/null 2>&1 || apt_pkgs+=(busybox) # dynamic, not busybox-static: integration/testimages
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_pkgs+=(libc6-dev) # gcc -static for the pause image
+command -v gcc >/dev/null || apt_pkgs+=(gcc)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "deps: need root to install ${apt_pkgs[*]}" >&2; exit 1; fi
   echo "deps: apt-get install ${apt_pkgs[*]}"
