@@ -288,7 +288,7 @@ func TestUnimplementedRPCs(t *testing.T) {
 	ctx := ctxT(t)
 	_, err1 := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{})
 	_, err2 := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-	_, err3 := d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{})
+	_, err3 := d.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{})
 	for i, err := range []error{err1, err2, err3} {
 		if status.Code(err) != codes.Unimplemented {
 			t.Errorf("call %d: %v, want Unimplemented", i, err)
@@ -306,13 +306,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	resp, err := http.Get("http://" + l.MetricsAddress + "/v1/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	body := string(b)
+	body := scrape(t, l.MetricsAddress)
 	// The harness's readiness probe calls Version too, so at least 4.
 	re := regexp.MustCompile(`nodecri_cri_requests_total\{code="OK",method="Version"\} (\d+)`)
 	m := re.FindStringSubmatch(body)
@@ -448,4 +442,19 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// scrape returns what containerd's metrics endpoint serves.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -92,8 +92,27 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		return nil, err
 	}
 	fsinfo := images.NewFSInfo(client.SnapshotService(cfg.Containerd.Snapshotter), snapshotRoot, cfg.StatsPeriod())
+	pinned := []string{cfg.SandboxImage}
+	for _, ref := range cfg.PinnedImages {
+		pinned = append(pinned, ref)
+	}
+	imgs, err := images.NewService(client, fsinfo, images.Options{
+		ConfigPath:             cfg.Registry.ConfigPath,
+		MaxConcurrentDownloads: cfg.MaxConcurrentDownloads,
+		ProgressTimeout:        cfg.PullProgressTimeout(),
+		Pinned:                 pinned,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := imgs.Start(ctx); err != nil {
+		return nil, err
+	}
 
-	registerMetrics.Do(func() { metrics.Register(server.Metrics) })
+	registerMetrics.Do(func() {
+		metrics.Register(server.Metrics)
+		metrics.Register(images.Metrics)
+	})
 	go net.Run(ctx)
 	go fsinfo.Run(ctx)
 
@@ -103,6 +122,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Runtimes:          rts,
 		CNI:               net,
 		FSInfo:            fsinfo,
+		Images:            imgs,
 		RootDir:           rootDir,
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),

@@ -24,6 +24,7 @@ type Options struct {
 	Runtimes *runtimes.Set
 	CNI      *cni.Manager
 	FSInfo   *images.FSInfo
+	Images   *images.Service
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.

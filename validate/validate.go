@@ -11,6 +11,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/images"
 )
 
 // Request checks the fields of a CRI request that handlers rely on. Requests
@@ -19,6 +21,16 @@ func Request(req any) error {
 	switch r := req.(type) {
 	case *runtimeapi.UpdateRuntimeConfigRequest:
 		return podCIDRs(r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr())
+	case *runtimeapi.PullImageRequest:
+		return imageRef("image", r.GetImage().GetImage(), false)
+	case *runtimeapi.ImageStatusRequest:
+		return imageRef("image", r.GetImage().GetImage(), true)
+	case *runtimeapi.RemoveImageRequest:
+		return imageRef("image", r.GetImage().GetImage(), true)
+	case *runtimeapi.ListImagesRequest:
+		if ref := r.GetFilter().GetImage().GetImage(); ref != "" {
+			return imageRef("filter.image", ref, true)
+		}
 	}
 	return nil
 }
@@ -65,6 +77,24 @@ func ID(field, id string) error {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return Errorf("%s %q is not a runtime-issued ID", field, id)
 		}
+	}
+	return nil
+}
+
+// imageRef checks an image reference; where the RPC accepts one, an image
+// ID or a unique prefix of one is accepted too.
+func imageRef(field, ref string, idOK bool) error {
+	if ref == "" {
+		return Errorf("%s is required", field)
+	}
+	if len(ref) > 4096 {
+		return Errorf("%s is longer than 4096 characters", field)
+	}
+	if idOK && images.IsIDPrefix(ref) {
+		return nil
+	}
+	if _, err := images.Normalize(ref); err != nil {
+		return err
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/distribution/reference"
 )
 
 // Config is the plugin section. Field tags are the 1.x key names so that an
@@ -158,8 +161,13 @@ func (c *Config) Validate() error {
 		add(r)
 	}
 
-	if c.SandboxImage == "" {
-		add(bad("sandbox_image", c.SandboxImage, "must name an image"))
+	if _, err := reference.ParseDockerRef(c.SandboxImage); err != nil {
+		add(bad("sandbox_image", c.SandboxImage, "not an image reference: %v", err))
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.PinnedImages)) {
+		if _, err := reference.ParseDockerRef(c.PinnedImages[k]); err != nil {
+			add(bad("pinned_images."+k, c.PinnedImages[k], "not an image reference: %v", err))
+		}
 	}
 	if c.StreamServerAddress != "" && net.ParseIP(c.StreamServerAddress) == nil {
 		add(bad("stream_server_address", c.StreamServerAddress, "not an IP address"))
