@@ -18,6 +18,7 @@ command -v iptables >/dev/null || apt_pkgs+=(iptables)
 [ -f /usr/include/seccomp.h ] || apt_pkgs+=(libseccomp-dev)
 command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 command -v ip >/dev/null || apt_pkgs+=(iproute2)
+command -v ping >/dev/null || apt_pkgs+=(iputils-ping)
 command -v curl >/dev/null || apt_pkgs+=(curl)
 dpkg -s busybox >/dev/null 2>&1 || apt_pkgs+=(busybox) # dynamic, not busybox-static: integration/testimages
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_pkgs+=(libc6-dev) # gcc -static for the pause image

@@ -286,7 +286,7 @@ func TestImageFsInfo(t *testing.T) {
 func TestUnimplementedRPCs(t *testing.T) {
 	d := start(t, newLayout(t, false))
 	ctx := ctxT(t)
-	_, err1 := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{})
+	_, err1 := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{})
 	_, err2 := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	_, err3 := d.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{})
 	for i, err := range []error{err1, err2, err3} {
@@ -305,7 +305,7 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	body := scrape(t, l.MetricsAddress)
 	// The harness's readiness probe calls Version too, so at least 4.
 	re := regexp.MustCompile(`nodecri_cri_requests_total\{code="OK",method="Version"\} (\d+)`)
@@ -314,9 +314,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("Version counter = %q, want >= 4", safe(m, 1))
 	}
 	for _, want := range []string{
-		`nodecri_cri_requests_total{code="Unimplemented",method="ListPodSandbox"} 1`,
+		`nodecri_cri_requests_total{code="Unimplemented",method="ListContainers"} 1`,
 		`nodecri_cri_request_duration_seconds_bucket{code="OK",method="Version",le=`,
-		`nodecri_cri_request_duration_seconds_count{code="Unimplemented",method="ListPodSandbox"} 1`,
+		`nodecri_cri_request_duration_seconds_count{code="Unimplemented",method="ListContainers"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)

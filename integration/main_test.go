@@ -50,6 +50,7 @@ func newLayout(t *testing.T, metrics bool) *daemon.Layout {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		removeCgroups(filepath.Base(dir))
 		if t.Failed() {
 			t.Logf("daemon folder kept for inspection: %s", dir)
 			return
@@ -116,5 +117,23 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 			t.Fatalf("after 5s: %s (last: %s)", what, last)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// removeCgroups removes the (empty) pod cgroup parents a test's pods used,
+// named after its daemon folder, in every hierarchy.
+func removeCgroups(name string) {
+	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- { // children first
+			os.Remove(dirs[i])
+		}
 	}
 }

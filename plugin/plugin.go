@@ -21,9 +21,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
 )
 
@@ -109,9 +111,25 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		return nil, err
 	}
 
+	pipeline := events.New(client)
+	pipeline.Subscribe(ctx)
+	sandboxes := sandbox.NewManager(sandbox.Options{
+		Client:       client,
+		Runtimes:     rts,
+		CNI:          net,
+		Images:       imgs,
+		Events:       pipeline,
+		SandboxImage: cfg.SandboxImage,
+		RootDir:      rootDir,
+		StateDir:     stateDir,
+		RestrictOOM:  cfg.RestrictOOMScoreAdj,
+		Namespace:    config.Namespace,
+	})
+
 	registerMetrics.Do(func() {
-		metrics.Register(server.Metrics)
-		metrics.Register(images.Metrics)
+		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics} {
+			metrics.Register(ns)
+		}
 	})
 	go net.Run(ctx)
 	go fsinfo.Run(ctx)
@@ -123,6 +141,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		CNI:               net,
 		FSInfo:            fsinfo,
 		Images:            imgs,
+		Sandboxes:         sandboxes,
 		RootDir:           rootDir,
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),

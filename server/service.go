@@ -15,6 +15,7 @@ import (
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/sandbox"
 )
 
 // Options are the service's dependencies, built by the plugin.
@@ -25,6 +26,7 @@ type Options struct {
 	CNI      *cni.Manager
 	FSInfo   *images.FSInfo
 	Images   *images.Service
+	Sandboxes *sandbox.Manager
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.

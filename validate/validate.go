@@ -21,6 +21,18 @@ func Request(req any) error {
 	switch r := req.(type) {
 	case *runtimeapi.UpdateRuntimeConfigRequest:
 		return podCIDRs(r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr())
+	case *runtimeapi.RunPodSandboxRequest:
+		return sandboxConfig(r.GetConfig())
+	case *runtimeapi.StopPodSandboxRequest:
+		return ID("pod_sandbox_id", r.GetPodSandboxId())
+	case *runtimeapi.RemovePodSandboxRequest:
+		return ID("pod_sandbox_id", r.GetPodSandboxId())
+	case *runtimeapi.PodSandboxStatusRequest:
+		return ID("pod_sandbox_id", r.GetPodSandboxId())
+	case *runtimeapi.ListPodSandboxRequest:
+		if id := r.GetFilter().GetId(); id != "" {
+			return ID("filter.id", id)
+		}
 	case *runtimeapi.PullImageRequest:
 		return imageRef("image", r.GetImage().GetImage(), false)
 	case *runtimeapi.ImageStatusRequest:

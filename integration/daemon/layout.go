@@ -35,6 +35,8 @@ type Layout struct {
 	CNIBinDirs     []string
 	RuntimeBinDir  string // where runc (and ctr, the shim) live
 	Network        Network
+	// ExtraPlugins are appended to the pod network's plugin chain.
+	ExtraPlugins []map[string]any
 	// Config is containerd's whole config as a tree; callers may change
 	// it before WriteConfig.
 	Config map[string]any
@@ -157,6 +159,9 @@ func (l *Layout) WriteConflist() error {
 				"capabilities": map[string]bool{"portMappings": true},
 			},
 		},
+	}
+	for _, p := range l.ExtraPlugins {
+		conf["plugins"] = append(conf["plugins"].([]any), p)
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {

@@ -1,0 +1,527 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/netns"
+	"github.com/containerd/errdefs"
+	gocni "github.com/containerd/go-cni"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/names"
+	"github.com/nodecri/nodecri/runtimes"
+)
+
+// kindLabel marks containerd containers by what they are to the CRI.
+const (
+	kindLabel   = "io.cri-containerd.kind"
+	kindSandbox = "sandbox"
+)
+
+// abandonGrace is how long a sandbox finished after its caller gave up
+// waits for the kubelet's retry before it is removed.
+const abandonGrace = 3 * time.Minute
+
+// cleanupTimeout bounds the teardown of a half-made or removed sandbox; it
+// runs on a context of its own, never the (possibly cancelled) caller's.
+const cleanupTimeout = 2 * time.Minute
+
+// Options are the manager's dependencies.
+type Options struct {
+	Client       *containerd.Client
+	Runtimes     *runtimes.Set
+	CNI          *cni.Manager
+	Images       *images.Service
+	Events       *events.Pipeline
+	SandboxImage string
+	RootDir      string // the plugin's root: per-pod files
+	StateDir     string // the plugin's state: netns pins, shm mounts
+	RestrictOOM  bool
+	Namespace    string // containerd namespace, for work no request carries
+}
+
+// Manager creates, stops and removes sandboxes.
+type Manager struct {
+	Options
+	store *Store
+	names *names.Registry
+}
+
+// NewManager returns a manager with no sandboxes.
+func NewManager(opts Options) *Manager {
+	return &Manager{Options: opts, store: NewStore(), names: names.New("sandbox", abandonGrace)}
+}
+
+// Store is the manager's index of sandboxes.
+func (m *Manager) Store() *Store { return m.store }
+
+func (m *Manager) files(id string) files {
+	return files{root: filepath.Join(m.RootDir, "sandboxes", id), state: filepath.Join(m.StateDir, "sandboxes", id)}
+}
+
+func (m *Manager) netnsDir() string { return filepath.Join(m.StateDir, "netns") }
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run creates and starts a sandbox, returning its ID. The work runs
+// detached from the caller: when the kubelet's call times out the sandbox
+// is still finished, and the kubelet's retry under the same name is handed
+// it instead of failing on the reserved name.
+func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (string, error) {
+	h, err := m.Runtimes.Get(handler)
+	if err != nil {
+		return "", err
+	}
+	name := Name(cfg.GetMetadata())
+	res, joined, err := m.names.Reserve(ctx, name, newID())
+	if err != nil {
+		return "", err
+	}
+	if joined {
+		log.G(ctx).WithField("sandbox", res.ID).Info("RunPodSandbox retry handed the sandbox its earlier call made")
+		return res.ID, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := m.create(context.WithoutCancel(ctx), res.ID, name, cfg, h)
+		res.Finish(err, func() { m.abandon(res.ID) })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", err
+		}
+		res.Claim()
+		return res.ID, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (m *Manager) abandon(id string) {
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), m.Namespace), cleanupTimeout)
+	defer cancel()
+	log.G(ctx).WithField("sandbox", id).Warn("sandbox never claimed by a RunPodSandbox retry; removing it")
+	if err := m.Remove(ctx, id); err != nil {
+		log.G(ctx).WithError(err).WithField("sandbox", id).Error("removing abandoned sandbox")
+	}
+}
+
+// create makes the sandbox. Its records come first: the netns is pinned,
+// then the pause container's record is written with "network setup
+// started", and only then do CNI ADD and the pause task run, together. A
+// failure anywhere tears down what was made, through the same path as
+// RemovePodSandbox.
+func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.PodSandboxConfig, h *runtimes.Handler) (retErr error) {
+	start := time.Now()
+	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}
+	defer func() {
+		if retErr != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			if err := m.teardown(cctx, sb); err != nil {
+				log.G(ctx).WithError(err).WithField("sandbox", id).Error("cleaning up a failed RunPodSandbox")
+			}
+		}
+	}()
+
+	img, err := m.ensureImage(ctx, h.Snapshotter)
+	if err != nil {
+		return err
+	}
+	hostNet := sb.HostNetwork()
+	hostIPC := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE
+	f := m.files(id)
+	if err := f.write(cfg, hostNet, hostIPC); err != nil {
+		return fmt.Errorf("sandbox files: %w", err)
+	}
+
+	sb.network = NetworkNone
+	if !hostNet {
+		t := time.Now()
+		ns, err := netns.NewNetNS(m.netnsDir())
+		if err != nil {
+			return fmt.Errorf("create network namespace: %w", err)
+		}
+		phaseDuration.WithValues("netns").UpdateSince(t)
+		sb.netnsPath = ns.GetPath()
+		sb.network = NetworkStarted
+	}
+
+	opts, err := pauseSpec(specInput{id: id, cfg: cfg, image: &img, imageName: m.SandboxImage, handler: h,
+		files: f, netnsPath: sb.netnsPath, restrictOOM: m.RestrictOOM})
+	if err != nil {
+		return fmt.Errorf("pause spec: %w", err)
+	}
+	meta, err := sb.metadata()
+	if err != nil {
+		return err
+	}
+	cimg, err := m.Client.GetImage(ctx, m.SandboxImage)
+	if err != nil {
+		return fmt.Errorf("sandbox image %s: %w", m.SandboxImage, err)
+	}
+	t := time.Now()
+	container, err := m.Client.NewContainer(ctx, id,
+		containerd.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
+		containerd.WithImageName(m.SandboxImage),
+		containerd.WithSnapshotter(h.Snapshotter),
+		containerd.WithNewSnapshot(id, cimg),
+		containerd.WithRuntime(runtimeName(h), h.Options),
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerExtension(MetadataExtension, meta),
+	)
+	if err != nil {
+		return fmt.Errorf("create pause container: %w", err)
+	}
+	phaseDuration.WithValues("pause_create").UpdateSince(t)
+
+	// CNI ADD and the pause task proceed together: both only need the
+	// namespace, which exists.
+	var (
+		wg     sync.WaitGroup
+		cniRes *gocni.Result
+		cniErr error
+	)
+	if !hostNet {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.Now()
+			cniRes, cniErr = m.CNI.Setup(ctx, m.pod(sb))
+			phaseDuration.WithValues("cni_add").UpdateSince(t)
+		}()
+	}
+	m.Events.Watch(id, m)
+	pid, taskErr := m.startPause(ctx, container)
+	wg.Wait()
+	if err := errors.Join(taskErr, cniErr); err != nil {
+		return err
+	}
+
+	sb.mu.Lock()
+	sb.pid = pid
+	sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
+	if !hostNet {
+		sb.network = NetworkReady
+		sb.cniResult = cniRes
+		sb.ips = podIPs(cniRes)
+	}
+	sb.mu.Unlock()
+	if err := m.persist(ctx, sb); err != nil {
+		return err
+	}
+	m.store.Add(sb)
+	phaseDuration.WithValues("total").UpdateSince(start)
+	return nil
+}
+
+func runtimeName(h *runtimes.Handler) string {
+	if h.Path != "" {
+		return h.Path
+	}
+	return h.Type
+}
+
+func (m *Manager) startPause(ctx context.Context, c containerd.Container) (uint32, error) {
+	t := time.Now()
+	task, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return 0, fmt.Errorf("create pause task: %w", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return 0, fmt.Errorf("start pause task: %w", err)
+	}
+	phaseDuration.WithValues("pause_start").UpdateSince(t)
+	return task.Pid(), nil
+}
+
+// ensureImage returns the sandbox image, pulling it when missing.
+func (m *Manager) ensureImage(ctx context.Context, snapshotter string) (images.Image, error) {
+	img, err := m.Images.Resolve(m.SandboxImage)
+	if err == nil {
+		if ci, err := m.Client.GetImage(ctx, m.SandboxImage); err == nil {
+			if ok, _ := ci.IsUnpacked(ctx, snapshotter); ok {
+				return img, nil
+			}
+		}
+	}
+	if _, err := m.Images.Pull(ctx, m.SandboxImage, nil, snapshotter); err != nil {
+		return images.Image{}, fmt.Errorf("sandbox image %s: %w", m.SandboxImage, err)
+	}
+	return m.Images.Resolve(m.SandboxImage)
+}
+
+// persist writes the sandbox's metadata to its pause container's record.
+func (m *Manager) persist(ctx context.Context, sb *Sandbox) error {
+	meta, err := sb.metadata()
+	if err != nil {
+		return err
+	}
+	c, err := m.Client.LoadContainer(ctx, sb.ID)
+	if err != nil {
+		return fmt.Errorf("load sandbox record: %w", err)
+	}
+	return c.Update(ctx, func(ctx context.Context, _ *containerd.Client, rec *containers.Container) error {
+		return setExtension(rec, meta)
+	})
+}
+
+func (m *Manager) pod(sb *Sandbox) *cni.Pod {
+	md := sb.Config.GetMetadata()
+	p := &cni.Pod{
+		SandboxID:  sb.ID,
+		NetNS:      sb.netnsPath,
+		Name:       md.GetName(),
+		Namespace:  md.GetNamespace(),
+		UID:        md.GetUid(),
+		Ports:      portMappings(sb.Config.GetPortMappings()),
+		CgroupPath: sb.Config.GetLinux().GetCgroupParent(),
+	}
+	if dns := sb.Config.GetDnsConfig(); dns != nil {
+		p.DNS = &gocni.DNS{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
+	}
+	p.Bandwidth = bandwidth(sb.Config.GetAnnotations())
+	return p
+}
+
+func portMappings(pms []*runtimeapi.PortMapping) []gocni.PortMapping {
+	var out []gocni.PortMapping
+	for _, pm := range pms {
+		if pm.HostPort <= 0 {
+			continue
+		}
+		proto := "tcp"
+		switch pm.Protocol {
+		case runtimeapi.Protocol_UDP:
+			proto = "udp"
+		case runtimeapi.Protocol_SCTP:
+			proto = "sctp"
+		}
+		out = append(out, gocni.PortMapping{HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: proto, HostIP: pm.HostIp})
+	}
+	return out
+}
+
+// podIPs lists the pod's addresses on its primary interface, IPv4 first.
+func podIPs(r *gocni.Result) []string {
+	if r == nil {
+		return nil
+	}
+	var v4, v6 []string
+	for name, iface := range r.Interfaces {
+		if name != "eth0" || iface == nil {
+			continue
+		}
+		for _, c := range iface.IPConfigs {
+			if c.IP.To4() != nil {
+				v4 = append(v4, c.IP.String())
+			} else {
+				v6 = append(v6, c.IP.String())
+			}
+		}
+	}
+	return append(v4, v6...)
+}
+
+// Stop stops the pause task and tears the pod's network down. Stopping a
+// stopped or unknown sandbox succeeds.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	sb, err := m.store.Get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sb.opMu.Lock()
+	defer sb.opMu.Unlock()
+	return m.stop(ctx, sb)
+}
+
+func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
+	if st := sb.Status(); st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && (st.Network == NetworkTornDown || st.Network == NetworkNone) && sb.stoppedFlag() {
+		return nil
+	}
+	if err := m.killPause(ctx, sb.ID); err != nil {
+		return err
+	}
+	if err := m.teardownNetwork(ctx, sb); err != nil {
+		return err
+	}
+	sb.mu.Lock()
+	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	sb.stopped = true
+	sb.mu.Unlock()
+	return m.persist(ctx, sb)
+}
+
+func (s *Sandbox) stoppedFlag() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
+}
+
+// killPause kills the pause task, waits for it and deletes it.
+func (m *Manager) killPause(ctx context.Context, id string) error {
+	c, err := m.Client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load pause task: %w", err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("wait pause task: %w", err)
+	}
+	if err == nil {
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("kill pause task: %w", err)
+		}
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete pause task: %w", err)
+	}
+	return nil
+}
+
+// teardownNetwork runs CNI DEL (retried: an IP must not leak) and removes
+// the namespace pin. It is owed from the moment setup was recorded started.
+func (m *Manager) teardownNetwork(ctx context.Context, sb *Sandbox) error {
+	st := sb.Status()
+	if st.Network == NetworkNone || st.Network == NetworkTornDown || st.NetNSPath == "" {
+		return nil
+	}
+	var err error
+	for attempt := range 3 {
+		if err = m.CNI.Remove(ctx, m.pod(sb)); err == nil {
+			break
+		}
+		log.G(ctx).WithError(err).WithField("sandbox", sb.ID).WithField("attempt", attempt+1).Warn("CNI DEL failed")
+		select {
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := netns.LoadNetNS(st.NetNSPath).Remove(); err != nil {
+		return fmt.Errorf("remove network namespace: %w", err)
+	}
+	sb.mu.Lock()
+	sb.network = NetworkTornDown
+	sb.mu.Unlock()
+	return nil
+}
+
+// teardown undoes everything a sandbox has, whatever state it got to: the
+// one cleanup path for RunPodSandbox failures and RemovePodSandbox.
+func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
+	m.Events.Unwatch(sb.ID)
+	if err := m.killPause(ctx, sb.ID); err != nil {
+		return err
+	}
+	if err := m.teardownNetwork(ctx, sb); err != nil {
+		return err
+	}
+	if c, err := m.Client.LoadContainer(ctx, sb.ID); err == nil {
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete pause container: %w", err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	return m.files(sb.ID).remove()
+}
+
+// Remove stops the sandbox if needed and deletes everything it has.
+// Removing an unknown sandbox succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	sb, err := m.store.Get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sb.opMu.Lock()
+	defer sb.opMu.Unlock()
+	if err := m.teardown(ctx, sb); err != nil {
+		return err
+	}
+	m.store.Delete(sb.ID)
+	m.names.Release(sb.Name, sb.ID)
+	return nil
+}
+
+// OnExit: the pause process died, so the pod is NotReady.
+func (m *Manager) OnExit(ctx context.Context, e events.Exit) {
+	sb, err := m.store.Get(e.ContainerID)
+	if err != nil {
+		return
+	}
+	sb.mu.Lock()
+	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	sb.mu.Unlock()
+	log.G(ctx).WithField("sandbox", e.ContainerID).WithField("status", e.Status).Info("pause process exited; sandbox not ready")
+}
+
+// OnOOM: nothing to do for the pause process.
+func (m *Manager) OnOOM(context.Context, events.OOM) {}
+
+// IPs returns the sandbox's primary and additional IPs for status.
+func (st Status) Primary() (string, []string) {
+	if len(st.IPs) == 0 {
+		return "", nil
+	}
+	return st.IPs[0], st.IPs[1:]
+}
+
+func setExtension(rec *containers.Container, meta *Metadata) error {
+	a, err := typeurl.MarshalAny(meta)
+	if err != nil {
+		return fmt.Errorf("encode sandbox metadata: %w", err)
+	}
+	if rec.Extensions == nil {
+		rec.Extensions = map[string]typeurl.Any{}
+	}
+	rec.Extensions[MetadataExtension] = a
+	return nil
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/sandbox"
+)
+
+func (s *runtimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	id, err := s.Sandboxes.Run(ctx, req.GetConfig(), req.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+func (s *runtimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	if err := s.Sandboxes.Stop(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+func (s *runtimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	if err := s.Sandboxes.Remove(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	sb, err := s.Sandboxes.Store().Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	st := sb.Status()
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatus(sb, st)}
+	if req.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"pid":            st.Pid,
+			"netNamespace":   st.NetNSPath,
+			"network":        st.Network,
+			"cniResult":      st.CNIResult,
+			"runtimeHandler": sb.Handler,
+			"config":         sb.Config,
+			"image":          s.Config.SandboxImage,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sandbox verbose info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandboxStatus {
+	ip, more := st.Primary()
+	extra := make([]*runtimeapi.PodIP, 0, len(more))
+	for _, a := range more {
+		extra = append(extra, &runtimeapi.PodIP{Ip: a})
+	}
+	nsOpts := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if nsOpts == nil {
+		nsOpts = &runtimeapi.NamespaceOption{}
+	}
+	return &runtimeapi.PodSandboxStatus{
+		Id:             sb.ID,
+		Metadata:       sb.Config.GetMetadata(),
+		State:          st.State,
+		CreatedAt:      sb.CreatedAt.UnixNano(),
+		Network:        &runtimeapi.PodSandboxNetworkStatus{Ip: ip, AdditionalIps: extra},
+		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: nsOpts}},
+		Labels:         sb.Config.GetLabels(),
+		Annotations:    sb.Config.GetAnnotations(),
+		RuntimeHandler: sb.Handler,
+	}
+}
+
+func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	f := req.GetFilter()
+	var list []*sandbox.Sandbox
+	if id := f.GetId(); id != "" {
+		sb, err := s.Sandboxes.Store().Get(id)
+		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) {
+			return nil, err
+		}
+		if sb != nil {
+			list = append(list, sb)
+		}
+	} else {
+		list = s.Sandboxes.Store().List()
+	}
+	resp := &runtimeapi.ListPodSandboxResponse{Items: make([]*runtimeapi.PodSandbox, 0, len(list))}
+	for _, sb := range list {
+		st := sb.Status()
+		if f.GetState() != nil && f.GetState().GetState() != st.State {
+			continue
+		}
+		if !labelsMatch(sb.Config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
+			Id:             sb.ID,
+			Metadata:       sb.Config.GetMetadata(),
+			State:          st.State,
+			CreatedAt:      sb.CreatedAt.UnixNano(),
+			Labels:         sb.Config.GetLabels(),
+			Annotations:    sb.Config.GetAnnotations(),
+			RuntimeHandler: sb.Handler,
+		})
+	}
+	return resp, nil
+}
+
+// labelsMatch: every selector label is present with the same value.
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

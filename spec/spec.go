@@ -1,0 +1,147 @@
+// Package spec holds the OCI spec options sandboxes and containers share,
+// each small and named, in containerd's oci.SpecOpts style.
+package spec
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// OwnOOMScoreAdj is this process's oom_score_adj: without CAP_SYS_RESOURCE
+// no child may go lower.
+func OwnOOMScoreAdj() (int, error) {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// WithOOMScoreAdj sets the process's oom_score_adj; with restrict
+// (restrict_oom_score_adj) a value below the daemon's own is raised to it,
+// or runc fails to start the process at all.
+func WithOOMScoreAdj(adj int, restrict bool) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if restrict {
+			own, err := OwnOOMScoreAdj()
+			if err != nil {
+				return fmt.Errorf("read own oom_score_adj: %w", err)
+			}
+			if adj < own {
+				adj = own
+			}
+		}
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		s.Process.OOMScoreAdj = &adj
+		return nil
+	}
+}
+
+// WithBindMount mounts src at dst, replacing any mount already at dst.
+func WithBindMount(src, dst string, readonly bool) oci.SpecOpts {
+	opts := []string{"rbind", "rprivate"}
+	if readonly {
+		opts = append(opts, "ro")
+	} else {
+		opts = append(opts, "rw")
+	}
+	return oci.Compose(
+		oci.WithoutMounts(dst),
+		oci.WithMounts([]specs.Mount{{Source: src, Destination: dst, Type: "bind", Options: opts}}),
+	)
+}
+
+// WithCgroupsPath puts the process in parent's cgroup, under its own ID,
+// in the form the cgroup driver expects.
+func WithCgroupsPath(parent, id string, systemd bool) oci.SpecOpts {
+	if systemd {
+		// slice:prefix:name, as runc's systemd driver expects.
+		slice := filepath.Base(parent)
+		if slice == "" || slice == "/" || slice == "." {
+			slice = "system.slice"
+		}
+		return oci.WithCgroup(slice + ":cri-containerd:" + id)
+	}
+	if parent == "" {
+		parent = "/k8s.io"
+	}
+	return oci.WithCgroup(filepath.Join(parent, id))
+}
+
+// WithSysctls sets namespaced sysctls.
+func WithSysctls(sysctls map[string]string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if len(sysctls) == 0 {
+			return nil
+		}
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Sysctl == nil {
+			s.Linux.Sysctl = map[string]string{}
+		}
+		for k, v := range sysctls {
+			s.Linux.Sysctl[k] = v
+		}
+		return nil
+	}
+}
+
+// WithNamespacePath joins the namespace at path, or the host's when path
+// is empty.
+func WithNamespacePath(t specs.LinuxNamespaceType, path string) oci.SpecOpts {
+	if path == "" {
+		return oci.WithHostNamespace(t)
+	}
+	return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: t, Path: path})
+}
+
+// WithSeccomp applies a CRI seccomp profile: RuntimeDefault is
+// containerd's default profile, Localhost a profile file on the node,
+// Unconfined (or none given) no filter. Privileged processes are never
+// filtered.
+func WithSeccomp(p *runtimeapi.SecurityProfile, privileged bool) (oci.SpecOpts, error) {
+	if privileged || p == nil {
+		return nil, nil
+	}
+	switch p.ProfileType {
+	case runtimeapi.SecurityProfile_Unconfined:
+		return nil, nil
+	case runtimeapi.SecurityProfile_RuntimeDefault:
+		return seccomp.WithDefaultProfile(), nil
+	case runtimeapi.SecurityProfile_Localhost:
+		if !filepath.IsAbs(p.LocalhostRef) {
+			return nil, fmt.Errorf("seccomp localhost profile %q must be an absolute path", p.LocalhostRef)
+		}
+		return seccomp.WithProfile(p.LocalhostRef), nil
+	}
+	return nil, fmt.Errorf("unknown seccomp profile type %v", p.ProfileType)
+}
+
+// WithSupplementalGroups adds numeric supplemental groups to the process.
+func WithSupplementalGroups(gids []int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if len(gids) == 0 {
+			return nil
+		}
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		for _, g := range gids {
+			s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, uint32(g))
+		}
+		return nil
+	}
+}
