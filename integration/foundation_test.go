@@ -445,7 +445,7 @@ func lastLines(s string, n int) string {
 }
 
 // scrape returns what containerd's metrics endpoint serves.
-func scrape(t *testing.T, addr string) string {
+func scrape(t testing.TB, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/v1/metrics")
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 
 // withRegistry points the layout's registry.config_path at hosts.toml files
 // that mirror docker.io and registry.k8s.io to reg, so tests use real names.
-func withRegistry(t *testing.T, l *daemon.Layout, reg *testimages.Registry) {
+func withRegistry(t testing.TB, l *daemon.Layout, reg *testimages.Registry) {
 	t.Helper()
 	hosts := filepath.Join(l.Dir, "certs.d")
 	testimages.WriteHostsDir(t, hosts, reg.Addr, "docker.io", "registry.k8s.io")

@@ -41,7 +41,7 @@ var instances atomic.Int32
 
 // newLayout gives a test its own daemon folder and pod network: CNI state
 // is host-wide, so bridge, subnet and IPAM folder are unique per instance.
-func newLayout(t *testing.T, metrics bool) *daemon.Layout {
+func newLayout(t testing.TB, metrics bool) *daemon.Layout {
 	t.Helper()
 	n := int(instances.Add(1))
 	id := (os.Getpid()*16 + n) % 4000
@@ -49,9 +49,14 @@ func newLayout(t *testing.T, metrics bool) *daemon.Layout {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Traversable, as /var/lib/containerd is: root of a pod's user
+	// namespace is not root on the host and must reach the bundle.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		removeCgroups(filepath.Base(dir))
-		if t.Failed() {
+		if t.Failed() || os.Getenv("NODECRI_KEEP") != "" {
 			t.Logf("daemon folder kept for inspection: %s", dir)
 			return
 		}
@@ -70,7 +75,7 @@ func newLayout(t *testing.T, metrics bool) *daemon.Layout {
 
 // start runs the daemon on l and stops it by PID when the test ends,
 // failed or not.
-func start(t *testing.T, l *daemon.Layout) *daemon.Daemon {
+func start(t testing.TB, l *daemon.Layout) *daemon.Daemon {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -89,7 +94,7 @@ func start(t *testing.T, l *daemon.Layout) *daemon.Daemon {
 	return d
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +103,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

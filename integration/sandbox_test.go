@@ -31,7 +31,7 @@ var (
 
 // testPluginDir builds integration/cniplugin (a chained plugin that can be
 // slow or fail) once per run.
-func testPluginDir(t *testing.T) string {
+func testPluginDir(t testing.TB) string {
 	pluginOnce.Do(func() {
 		pluginDir, pluginErr = os.MkdirTemp("", "nodecri-cniplugin-")
 		if pluginErr == nil {
@@ -47,19 +47,35 @@ func testPluginDir(t *testing.T) string {
 	return pluginDir
 }
 
+// podOpt adjusts a pod test's daemon layout before it starts.
+type podOpt func(t testing.TB, l *daemon.Layout)
+
+// withChainedPlugin appends a nodecri-test plugin (slow or failing) to the
+// pod network, behind the real bridge and IPAM.
+func withChainedPlugin(conf map[string]any) podOpt {
+	return func(t testing.TB, l *daemon.Layout) {
+		l.ExtraPlugins = append(l.ExtraPlugins, conf)
+		c := l.CRI()["cni"].(map[string]any)
+		c["bin_dirs"] = append(append([]string{}, l.CNIBinDirs...), testPluginDir(t))
+	}
+}
+
+// withLogLevel sets the daemon's log level (benchmarks: info).
+func withLogLevel(level string) podOpt {
+	return func(_ testing.TB, l *daemon.Layout) { l.LogLevel = level }
+}
+
 // podEnv starts a daemon with a pod network and a registry holding the
-// sandbox image and busybox; extra chained plugins may be given.
-func podEnv(t *testing.T, extra ...map[string]any) (*daemon.Daemon, *daemon.Layout) {
+// sandbox image and busybox.
+func podEnv(t testing.TB, opts ...podOpt) (*daemon.Daemon, *daemon.Layout) {
 	t.Helper()
 	reg := testimages.NewRegistry(t)
 	reg.Push(t, "pause", "3.10.2", testimages.Pause(t))
 	reg.Push(t, "library/busybox", "1.36", testimages.Busybox(t))
-	l := newLayout(t, false)
+	l := newLayout(t, true)
 	withRegistry(t, l, reg)
-	if len(extra) > 0 {
-		l.ExtraPlugins = extra
-		c := l.CRI()["cni"].(map[string]any)
-		c["bin_dirs"] = append(append([]string{}, l.CNIBinDirs...), testPluginDir(t))
+	for _, o := range opts {
+		o(t, l)
 	}
 	if err := l.WriteConflist(); err != nil {
 		t.Fatal(err)
@@ -335,7 +351,7 @@ func TestTwentyConcurrentPodsThenNothingLeft(t *testing.T) {
 }
 
 func TestFailingCNILeavesNothing(t *testing.T) {
-	d, l := podEnv(t, map[string]any{"type": "nodecri-test", "failAdd": true})
+	d, l := podEnv(t, withChainedPlugin(map[string]any{"type": "nodecri-test", "failAdd": true}))
 	before := countHost(t, l)
 	_, err := d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: podConfig(l, "cnifail")})
 	if err == nil || !strings.Contains(err.Error(), "injected ADD failure") {
@@ -370,7 +386,7 @@ func TestUnpullableSandboxImageFailsCleanly(t *testing.T) {
 // A kubelet call that times out is retried with the same name: the retry
 // gets the sandbox the first call made.
 func TestRetryAfterTimeoutGetsTheSamePod(t *testing.T) {
-	d, l := podEnv(t, map[string]any{"type": "nodecri-test", "sleep": "2s"})
+	d, l := podEnv(t, withChainedPlugin(map[string]any{"type": "nodecri-test", "sleep": "2s"}))
 	cfg := podConfig(l, "slow")
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	_, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
@@ -386,6 +402,30 @@ func TestRetryAfterTimeoutGetsTheSamePod(t *testing.T) {
 	// Once handed out, the name is taken.
 	if _, err := d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: cfg}); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("third call: %v, want AlreadyExists", err)
+	}
+	stopRemove(t, d, id)
+}
+
+func TestUserNamespacePod(t *testing.T) {
+	d, l := podEnv(t)
+	cfg := podConfig(l, "userns")
+	const hostBase = 200000
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+		UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
+			Uids: []*runtimeapi.IDMapping{{ContainerId: 0, HostId: hostBase, Length: 65536}},
+			Gids: []*runtimeapi.IDMapping{{ContainerId: 0, HostId: hostBase, Length: 65536}}},
+	}}
+	id := runPod(t, d, cfg)
+	_, info := podStatus(t, d, id)
+	pid := int(info["pid"].(float64))
+	uidMap, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(hostBase) || f[2] != "65536" {
+		t.Errorf("pause uid_map = %q", uidMap)
+	}
+	// The pause image runs as 65535 inside: 200000+65535 on the host.
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !strings.Contains(string(st), fmt.Sprintf("Uid:\t%d", hostBase+65535)) {
+		t.Errorf("pause host uid not mapped:\n%s", st)
 	}
 	stopRemove(t, d, id)
 }

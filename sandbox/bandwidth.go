@@ -55,4 +55,3 @@ func parseBits(q string) (uint64, bool) {
 	}
 	return uint64(v * mult), true
 }
-

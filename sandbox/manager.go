@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -104,7 +106,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	}
 	done := make(chan error, 1)
 	go func() {
-		err := m.create(context.WithoutCancel(ctx), res.ID, name, cfg, h)
+		err := safely(func() error { return m.create(context.WithoutCancel(ctx), res.ID, name, cfg, h) })
 		res.Finish(err, func() { m.abandon(res.ID) })
 		done <- err
 	}()
@@ -118,6 +120,18 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// safely runs detached work, turning a panic into an error: no request may
+// take the node's runtime down.
+func safely(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.L.WithField("panic", p).Errorf("sandbox work panicked\n%s", debug.Stack())
+			err = fmt.Errorf("internal error: %v", p)
+		}
+	}()
+	return f()
 }
 
 func (m *Manager) abandon(id string) {
@@ -183,12 +197,16 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err != nil {
 		return fmt.Errorf("sandbox image %s: %w", m.SandboxImage, err)
 	}
+	snapshot, err := m.rootfs(ctx, id, cimg, h.Snapshotter, cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return err
+	}
 	t := time.Now()
 	container, err := m.Client.NewContainer(ctx, id,
 		containerd.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
 		containerd.WithImageName(m.SandboxImage),
 		containerd.WithSnapshotter(h.Snapshotter),
-		containerd.WithNewSnapshot(id, cimg),
+		snapshot,
 		containerd.WithRuntime(runtimeName(h), h.Options),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerExtension(MetadataExtension, meta),
@@ -236,6 +254,28 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	m.store.Add(sb)
 	phaseDuration.WithValues("total").UpdateSince(start)
 	return nil
+}
+
+// rootfs prepares the pause container's snapshot; in a pod with its own
+// user namespace the files are mapped to its IDs, by idmapped mounts where
+// the snapshotter can, else by a remapped copy.
+func (m *Manager) rootfs(ctx context.Context, id string, img containerd.Image, snapshotter string, u *runtimeapi.UserNamespace) (containerd.NewContainerOpts, error) {
+	uids, gids := idMappings(u)
+	if uids == nil {
+		return containerd.WithNewSnapshot(id, img), nil
+	}
+	if len(uids) != 1 || len(gids) != 1 {
+		return nil, fmt.Errorf("user namespace needs exactly one uid and one gid mapping: %w", errdefs.ErrInvalidArgument)
+	}
+	caps, err := m.Client.GetSnapshotterCapabilities(ctx, snapshotter)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(caps, "remap-ids") {
+		return containerd.WithNewSnapshot(id, img, containerd.WithRemapperLabels(
+			uids[0].ContainerID, uids[0].HostID, gids[0].ContainerID, gids[0].HostID, uids[0].Size)), nil
+	}
+	return containerd.WithUserNSRemappedSnapshot(id, img, uids, gids), nil
 }
 
 func runtimeName(h *runtimes.Handler) string {

@@ -53,6 +53,7 @@ func pauseSpec(in specInput) ([]oci.SpecOpts, error) {
 		oci.WithHostname(in.cfg.GetHostname()),
 		spec.WithNamespacePath(specs.NetworkNamespace, in.netnsPath),
 		withPodNamespaces(nsOpts),
+		withUserNamespace(nsOpts.GetUsernsOptions()),
 		spec.WithBindMount(in.files.hostname(), "/etc/hostname", true),
 		spec.WithBindMount(in.files.hosts(), "/etc/hosts", true),
 		spec.WithBindMount(in.files.resolvConf(), "/etc/resolv.conf", true),
@@ -111,6 +112,34 @@ func withPodNamespaces(ns *runtimeapi.NamespaceOption) oci.SpecOpts {
 		opts = append(opts, oci.WithHostNamespace(specs.PIDNamespace))
 	}
 	return oci.Compose(opts...)
+}
+
+// withUserNamespace gives the pod its own user namespace with the
+// kubelet's ID mappings (mode POD); NODE keeps the node's.
+func withUserNamespace(u *runtimeapi.UserNamespace) oci.SpecOpts {
+	uids, gids := idMappings(u)
+	if uids == nil {
+		return oci.Compose()
+	}
+	return oci.Compose(oci.WithUserNamespace(uids, gids), spec.WithSysfsBind())
+}
+
+// idMappings converts the CRI's mappings; nil unless the pod has its own
+// user namespace.
+func idMappings(u *runtimeapi.UserNamespace) (uids, gids []specs.LinuxIDMapping) {
+	// No options means the node's user namespace (mode POD is the zero
+	// value, so the mode alone cannot tell).
+	if u == nil || u.GetMode() != runtimeapi.NamespaceMode_POD {
+		return nil, nil
+	}
+	conv := func(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+		out := make([]specs.LinuxIDMapping, 0, len(in))
+		for _, m := range in {
+			out = append(out, specs.LinuxIDMapping{ContainerID: m.ContainerId, HostID: m.HostId, Size: m.Length})
+		}
+		return out
+	}
+	return conv(u.Uids), conv(u.Gids)
 }
 
 func withHostUTSIfHostNetwork(ns *runtimeapi.NamespaceOption) oci.SpecOpts {
@@ -191,4 +220,3 @@ func matchesAny(patterns []string, key string) bool {
 	}
 	return false
 }
-

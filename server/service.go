@@ -20,12 +20,12 @@ import (
 
 // Options are the service's dependencies, built by the plugin.
 type Options struct {
-	Config   *config.Config
-	Client   *containerd.Client
-	Runtimes *runtimes.Set
-	CNI      *cni.Manager
-	FSInfo   *images.FSInfo
-	Images   *images.Service
+	Config    *config.Config
+	Client    *containerd.Client
+	Runtimes  *runtimes.Set
+	CNI       *cni.Manager
+	FSInfo    *images.FSInfo
+	Images    *images.Service
 	Sandboxes *sandbox.Manager
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string

@@ -145,3 +145,14 @@ func WithSupplementalGroups(gids []int64) oci.SpecOpts {
 		return nil
 	}
 }
+
+// WithSysfsBind replaces the sysfs mount with a read-only bind of the
+// node's /sys: a process in a user namespace cannot mount sysfs for a
+// network namespace it does not own (the pod's, created by us).
+func WithSysfsBind() oci.SpecOpts {
+	return oci.Compose(
+		oci.WithoutMounts("/sys"),
+		oci.WithMounts([]specs.Mount{{Source: "/sys", Destination: "/sys", Type: "bind",
+			Options: []string{"rbind", "rprivate", "ro", "nosuid", "noexec", "nodev"}}}),
+	)
+}

@@ -83,5 +83,13 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 			return Errorf("namespace_options.%s: unknown mode %d", field, mode)
 		}
 	}
+	if u := ns.GetUsernsOptions(); u != nil {
+		if _, ok := runtimeapi.NamespaceMode_name[int32(u.Mode)]; !ok || u.Mode == runtimeapi.NamespaceMode_CONTAINER || u.Mode == runtimeapi.NamespaceMode_TARGET {
+			return Errorf("namespace_options.userns_options: mode %v is not POD or NODE", u.Mode)
+		}
+		if u.Mode == runtimeapi.NamespaceMode_POD && (len(u.Uids) != 1 || len(u.Gids) != 1 || u.Uids[0].Length == 0 || u.Gids[0].Length == 0) {
+			return Errorf("namespace_options.userns_options: mode POD needs one non-empty uid and one gid mapping")
+		}
+	}
 	return nil
 }

@@ -41,7 +41,7 @@ func Start(ctx context.Context, binary string, l *Layout) (*Daemon, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(binary, "--config", l.ConfigPath(), "--log-level", "debug")
+	d.cmd = exec.Command(binary, "--config", l.ConfigPath(), "--log-level", l.logLevel())
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	// The shim and runc are found on PATH: ours first.
 	d.cmd.Env = append(os.Environ(), "PATH="+l.RuntimeBinDir+":"+os.Getenv("PATH"))

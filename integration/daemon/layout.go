@@ -35,6 +35,8 @@ type Layout struct {
 	CNIBinDirs     []string
 	RuntimeBinDir  string // where runc (and ctr, the shim) live
 	Network        Network
+	// LogLevel is the daemon's; debug unless set (benchmarks use info).
+	LogLevel string
 	// ExtraPlugins are appended to the pod network's plugin chain.
 	ExtraPlugins []map[string]any
 	// Config is containerd's whole config as a tree; callers may change
@@ -192,4 +194,11 @@ func HasCapSysResource() bool {
 		}
 	}
 	return false
+}
+
+func (l *Layout) logLevel() string {
+	if l.LogLevel == "" {
+		return "debug"
+	}
+	return l.LogLevel
 }
