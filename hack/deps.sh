@@ -13,6 +13,7 @@ CRI_TOOLS_VERSION=$(cd hack/tools && go list -m -f '{{.Version}}' sigs.k8s.io/cr
 
 apt_pkgs=()
 command -v crun >/dev/null || apt_pkgs+=(crun)
+[ -x /usr/sbin/runc ] || apt_pkgs+=(runc) # Debian's runc 1.1: the second runtime handler (runc-debian)
 [ -x /usr/lib/cni/bridge ] || apt_pkgs+=(containernetworking-plugins)
 command -v iptables >/dev/null || apt_pkgs+=(iptables)
 [ -f /usr/include/seccomp.h ] || apt_pkgs+=(libseccomp-dev)

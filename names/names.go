@@ -11,10 +11,12 @@ package names
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 )
 
 // Registry holds the reserved names of one kind of object.
@@ -132,4 +134,48 @@ func (r *Registry) Release(name, id string) {
 		}
 		delete(r.entries, name)
 	}
+}
+
+// Create runs create for a new object under name, detached from ctx: when
+// the caller gives up (the kubelet's call timed out) the object is still
+// finished and handed to the next call for the name; if nobody claims it
+// within the grace period, abandon is called to remove it. A retry that
+// finds the creation running waits for it within its own ctx.
+func (r *Registry) Create(ctx context.Context, name, id string, create func(ctx context.Context, id string) error, abandon func(id string)) (string, error) {
+	res, joined, err := r.Reserve(ctx, name, id)
+	if err != nil {
+		return "", err
+	}
+	if joined {
+		log.G(ctx).WithField(r.kind, res.ID).Infof("create retry handed the %s its earlier call made", r.kind)
+		return res.ID, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := safely(func() error { return create(context.WithoutCancel(ctx), res.ID) })
+		res.Finish(err, func() { abandon(res.ID) })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", err
+		}
+		res.Claim()
+		return res.ID, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// safely runs detached work, turning a panic into an error: no request may
+// take the node's runtime down.
+func safely(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.L.WithField("panic", p).Errorf("create panicked\n%s", debug.Stack())
+			err = fmt.Errorf("internal error: %v", p)
+		}
+	}()
+	return f()
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/plugin/config"
@@ -126,8 +127,20 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Namespace:    config.Namespace,
 	})
 
+	ctrs := containers.NewManager(containers.Options{
+		Client:         client,
+		Runtimes:       rts,
+		Images:         imgs,
+		Events:         pipeline,
+		Sandboxes:      sandboxes,
+		MaxLogLineSize: cfg.MaxContainerLogLineSize,
+		RestrictOOM:    cfg.RestrictOOMScoreAdj,
+		Namespace:      config.Namespace,
+	})
+	sandboxes.SetContainers(ctrs)
+
 	registerMetrics.Do(func() {
-		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics} {
+		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics} {
 			metrics.Register(ns)
 		}
 	})
@@ -142,6 +155,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		FSInfo:            fsinfo,
 		Images:            imgs,
 		Sandboxes:         sandboxes,
+		Containers:        ctrs,
 		RootDir:           rootDir,
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),

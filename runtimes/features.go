@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -24,20 +25,39 @@ func ProbeBinary(ctx context.Context, binary string) Features {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	var version string
+	if out, err := exec.CommandContext(ctx, path, "--version").Output(); err == nil {
+		version = parseSpecVersion(out)
+	}
 	out, err := exec.CommandContext(ctx, path, "features").Output()
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("runtime", path).Info("OCI runtime has no features subcommand; reporting no optional features")
-		return Features{}
+		return Features{SpecVersion: version}
 	}
 	f, err := parseFeatures(out)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("runtime", path).Warn("cannot parse OCI runtime features")
-		return Features{}
+		return Features{SpecVersion: version}
+	}
+	if f.OCIVersionMax != "" {
+		version = f.OCIVersionMax
 	}
 	return Features{
 		RecursiveReadOnlyMounts: runtimeHasRRO(f) && kernelHasMountSetattr(),
 		UserNamespaces:          runtimeHasIDMappedUserns(f) && kernelHasMountSetattr(),
+		SpecVersion:             version,
 	}
+}
+
+// parseSpecVersion reads the "spec: 1.0.0" line runc and crun print for
+// --version.
+func parseSpecVersion(out []byte) string {
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "spec:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func parseFeatures(b []byte) (*features.Features, error) {

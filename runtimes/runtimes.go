@@ -32,6 +32,10 @@ type Handler struct {
 type Features struct {
 	RecursiveReadOnlyMounts bool `json:"recursiveReadOnlyMounts"`
 	UserNamespaces          bool `json:"userNamespaces"`
+	// SpecVersion is the newest OCI runtime-spec version the runtime takes
+	// ("" when unknown); specs are written at most at that version, or an
+	// older runtime (Debian's crun 1.8: 1.0.0) refuses them.
+	SpecVersion string `json:"specVersion,omitempty"`
 }
 
 // SystemdCgroup says whether the handler's shim uses the systemd cgroup driver.

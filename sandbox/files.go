@@ -14,19 +14,19 @@ import (
 // defaultShmSize is the pod's /dev/shm, as upstream sizes it.
 const defaultShmSize = 64 << 20
 
-// files are the per-pod files every container of the pod shares.
-type files struct {
+// Files are the per-pod files every container of the pod shares.
+type Files struct {
 	root  string // <plugin root>/sandboxes/<id>: hostname, hosts, resolv.conf
 	state string // <plugin state>/sandboxes/<id>: the shm mount
 }
 
-func (f files) hostname() string   { return filepath.Join(f.root, "hostname") }
-func (f files) hosts() string      { return filepath.Join(f.root, "hosts") }
-func (f files) resolvConf() string { return filepath.Join(f.root, "resolv.conf") }
-func (f files) shm() string        { return filepath.Join(f.state, "shm") }
+func (f Files) Hostname() string   { return filepath.Join(f.root, "hostname") }
+func (f Files) Hosts() string      { return filepath.Join(f.root, "hosts") }
+func (f Files) ResolvConf() string { return filepath.Join(f.root, "resolv.conf") }
+func (f Files) Shm() string        { return filepath.Join(f.state, "shm") }
 
 // write creates the pod's files from its config.
-func (f files) write(cfg *runtimeapi.PodSandboxConfig, hostNetwork, hostIPC bool) error {
+func (f Files) write(cfg *runtimeapi.PodSandboxConfig, hostNetwork, hostIPC bool) error {
 	for _, d := range []string{f.root, f.state} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -40,7 +40,7 @@ func (f files) write(cfg *runtimeapi.PodSandboxConfig, hostNetwork, hostIPC bool
 		}
 		hostname = h
 	}
-	if err := os.WriteFile(f.hostname(), []byte(hostname+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(f.Hostname(), []byte(hostname+"\n"), 0o644); err != nil {
 		return err
 	}
 	hosts := []byte(defaultHosts)
@@ -51,22 +51,22 @@ func (f files) write(cfg *runtimeapi.PodSandboxConfig, hostNetwork, hostIPC bool
 		}
 		hosts = b
 	}
-	if err := os.WriteFile(f.hosts(), hosts, 0o644); err != nil {
+	if err := os.WriteFile(f.Hosts(), hosts, 0o644); err != nil {
 		return err
 	}
 	resolv, err := resolvConf(cfg.GetDnsConfig())
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(f.resolvConf(), resolv, 0o644); err != nil {
+	if err := os.WriteFile(f.ResolvConf(), resolv, 0o644); err != nil {
 		return err
 	}
 	if !hostIPC {
-		if err := os.MkdirAll(f.shm(), 0o700); err != nil {
+		if err := os.MkdirAll(f.Shm(), 0o700); err != nil {
 			return err
 		}
 		opts := fmt.Sprintf("mode=1777,size=%d", defaultShmSize)
-		if err := unix.Mount("shm", f.shm(), "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		if err := unix.Mount("shm", f.Shm(), "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 			return fmt.Errorf("mount pod /dev/shm: %w", err)
 		}
 	}
@@ -75,8 +75,8 @@ func (f files) write(cfg *runtimeapi.PodSandboxConfig, hostNetwork, hostIPC bool
 
 // remove unmounts the pod's shm and deletes its folders; both may already
 // be gone.
-func (f files) remove() error {
-	if err := unix.Unmount(f.shm(), unix.MNT_DETACH); err != nil && err != unix.EINVAL && !os.IsNotExist(err) {
+func (f Files) remove() error {
+	if err := unix.Unmount(f.Shm(), unix.MNT_DETACH); err != nil && err != unix.EINVAL && !os.IsNotExist(err) {
 		return fmt.Errorf("unmount pod /dev/shm: %w", err)
 	}
 	if err := os.RemoveAll(f.state); err != nil {

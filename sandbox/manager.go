@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -62,9 +61,19 @@ type Options struct {
 // Manager creates, stops and removes sandboxes.
 type Manager struct {
 	Options
-	store *Store
-	names *names.Registry
+	store      *Store
+	names      *names.Registry
+	containers Containers
 }
+
+// Containers stops and removes a pod's containers, before the pod itself.
+type Containers interface {
+	StopAll(ctx context.Context, sandboxID string) error
+	RemoveAll(ctx context.Context, sandboxID string) error
+}
+
+// SetContainers tells the manager who runs the pods' containers.
+func (m *Manager) SetContainers(c Containers) { m.containers = c }
 
 // NewManager returns a manager with no sandboxes.
 func NewManager(opts Options) *Manager {
@@ -74,8 +83,8 @@ func NewManager(opts Options) *Manager {
 // Store is the manager's index of sandboxes.
 func (m *Manager) Store() *Store { return m.store }
 
-func (m *Manager) files(id string) files {
-	return files{root: filepath.Join(m.RootDir, "sandboxes", id), state: filepath.Join(m.StateDir, "sandboxes", id)}
+func (m *Manager) Files(id string) Files {
+	return Files{root: filepath.Join(m.RootDir, "sandboxes", id), state: filepath.Join(m.StateDir, "sandboxes", id)}
 }
 
 func (m *Manager) netnsDir() string { return filepath.Join(m.StateDir, "netns") }
@@ -96,42 +105,9 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", err
 	}
 	name := Name(cfg.GetMetadata())
-	res, joined, err := m.names.Reserve(ctx, name, newID())
-	if err != nil {
-		return "", err
-	}
-	if joined {
-		log.G(ctx).WithField("sandbox", res.ID).Info("RunPodSandbox retry handed the sandbox its earlier call made")
-		return res.ID, nil
-	}
-	done := make(chan error, 1)
-	go func() {
-		err := safely(func() error { return m.create(context.WithoutCancel(ctx), res.ID, name, cfg, h) })
-		res.Finish(err, func() { m.abandon(res.ID) })
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			return "", err
-		}
-		res.Claim()
-		return res.ID, nil
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// safely runs detached work, turning a panic into an error: no request may
-// take the node's runtime down.
-func safely(f func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			log.L.WithField("panic", p).Errorf("sandbox work panicked\n%s", debug.Stack())
-			err = fmt.Errorf("internal error: %v", p)
-		}
-	}()
-	return f()
+	return m.names.Create(ctx, name, newID(), func(ctx context.Context, id string) error {
+		return m.create(ctx, id, name, cfg, h)
+	}, m.abandon)
 }
 
 func (m *Manager) abandon(id string) {
@@ -167,7 +143,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	}
 	hostNet := sb.HostNetwork()
 	hostIPC := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE
-	f := m.files(id)
+	f := m.Files(id)
 	if err := f.write(cfg, hostNet, hostIPC); err != nil {
 		return fmt.Errorf("sandbox files: %w", err)
 	}
@@ -197,7 +173,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err != nil {
 		return fmt.Errorf("sandbox image %s: %w", m.SandboxImage, err)
 	}
-	snapshot, err := m.rootfs(ctx, id, cimg, h.Snapshotter, cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	snapshot, err := Rootfs(ctx, m.Client, id, cimg, h.Snapshotter, cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
 	if err != nil {
 		return err
 	}
@@ -256,10 +232,10 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	return nil
 }
 
-// rootfs prepares the pause container's snapshot; in a pod with its own
-// user namespace the files are mapped to its IDs, by idmapped mounts where
-// the snapshotter can, else by a remapped copy.
-func (m *Manager) rootfs(ctx context.Context, id string, img containerd.Image, snapshotter string, u *runtimeapi.UserNamespace) (containerd.NewContainerOpts, error) {
+// Rootfs prepares a container's snapshot; in a pod with its own user
+// namespace the files are mapped to its IDs, by idmapped mounts where the
+// snapshotter can, else by a remapped copy.
+func Rootfs(ctx context.Context, client *containerd.Client, id string, img containerd.Image, snapshotter string, u *runtimeapi.UserNamespace) (containerd.NewContainerOpts, error) {
 	uids, gids := idMappings(u)
 	if uids == nil {
 		return containerd.WithNewSnapshot(id, img), nil
@@ -267,7 +243,7 @@ func (m *Manager) rootfs(ctx context.Context, id string, img containerd.Image, s
 	if len(uids) != 1 || len(gids) != 1 {
 		return nil, fmt.Errorf("user namespace needs exactly one uid and one gid mapping: %w", errdefs.ErrInvalidArgument)
 	}
-	caps, err := m.Client.GetSnapshotterCapabilities(ctx, snapshotter)
+	caps, err := client.GetSnapshotterCapabilities(ctx, snapshotter)
 	if err != nil {
 		return nil, err
 	}
@@ -402,6 +378,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 }
 
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
+	if m.containers != nil {
+		if err := m.containers.StopAll(ctx, sb.ID); err != nil {
+			return fmt.Errorf("stop the pod's containers: %w", err)
+		}
+	}
 	if st := sb.Status(); st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && (st.Network == NetworkTornDown || st.Network == NetworkNone) && sb.stoppedFlag() {
 		return nil
 	}
@@ -508,7 +489,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	return m.files(sb.ID).remove()
+	return m.Files(sb.ID).remove()
 }
 
 // Remove stops the sandbox if needed and deletes everything it has.
@@ -523,6 +504,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	sb.opMu.Lock()
 	defer sb.opMu.Unlock()
+	if m.containers != nil {
+		if err := m.containers.RemoveAll(ctx, sb.ID); err != nil {
+			return fmt.Errorf("remove the pod's containers: %w", err)
+		}
+	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ type specInput struct {
 	image       *images.Image
 	imageName   string
 	handler     *runtimes.Handler
-	files       files
+	files       Files
 	netnsPath   string // "" for the host network
 	restrictOOM bool
 }
@@ -54,19 +54,20 @@ func pauseSpec(in specInput) ([]oci.SpecOpts, error) {
 		spec.WithNamespacePath(specs.NetworkNamespace, in.netnsPath),
 		withPodNamespaces(nsOpts),
 		withUserNamespace(nsOpts.GetUsernsOptions()),
-		spec.WithBindMount(in.files.hostname(), "/etc/hostname", true),
-		spec.WithBindMount(in.files.hosts(), "/etc/hosts", true),
-		spec.WithBindMount(in.files.resolvConf(), "/etc/resolv.conf", true),
+		spec.WithBindMount(in.files.Hostname(), "/etc/hostname", true),
+		spec.WithBindMount(in.files.Hosts(), "/etc/hosts", true),
+		spec.WithBindMount(in.files.ResolvConf(), "/etc/resolv.conf", true),
 		spec.WithCgroupsPath(in.cfg.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
 		spec.WithSysctls(in.cfg.GetLinux().GetSysctls()),
 		spec.WithOOMScoreAdj(pauseOOMScoreAdj, in.restrictOOM),
 		oci.WithAnnotations(pauseAnnotations(in)),
 		oci.WithoutRunMount,
+		spec.WithOCIVersionAtMost(in.handler.Features.SpecVersion),
 	}
 	if hostIPC {
 		opts = append(opts, spec.WithBindMount("/dev/shm", "/dev/shm", false))
 	} else {
-		opts = append(opts, spec.WithBindMount(in.files.shm(), "/dev/shm", false))
+		opts = append(opts, spec.WithBindMount(in.files.Shm(), "/dev/shm", false))
 	}
 	// A host-network pod shares the node's UTS namespace too.
 	opts = append(opts, withHostUTSIfHostNetwork(nsOpts))

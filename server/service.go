@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
@@ -20,13 +21,14 @@ import (
 
 // Options are the service's dependencies, built by the plugin.
 type Options struct {
-	Config    *config.Config
-	Client    *containerd.Client
-	Runtimes  *runtimes.Set
-	CNI       *cni.Manager
-	FSInfo    *images.FSInfo
-	Images    *images.Service
-	Sandboxes *sandbox.Manager
+	Config     *config.Config
+	Client     *containerd.Client
+	Runtimes   *runtimes.Set
+	CNI        *cni.Manager
+	FSInfo     *images.FSInfo
+	Images     *images.Service
+	Sandboxes  *sandbox.Manager
+	Containers *containers.Manager
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.

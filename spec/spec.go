@@ -156,3 +156,57 @@ func WithSysfsBind() oci.SpecOpts {
 			Options: []string{"rbind", "rprivate", "ro", "nosuid", "noexec", "nodev"}}}),
 	)
 }
+
+// WithDevice exposes the host device at host as container, with cgroup
+// permissions perms ("rwm").
+func WithDevice(host, container, perms string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		dev, err := oci.DeviceFromPath(host)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", host, err)
+		}
+		dev.Path = container
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		s.Linux.Devices = append(s.Linux.Devices, *dev)
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		major, minor := dev.Major, dev.Minor
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
+			Allow: true, Type: dev.Type, Major: &major, Minor: &minor, Access: perms})
+		return nil
+	}
+}
+
+// WithOCIVersionAtMost writes the spec at version max when the runtime
+// takes nothing newer (max "" changes nothing).
+func WithOCIVersionAtMost(max string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if max != "" && semverLess(max, s.Version) {
+			s.Version = max
+		}
+		return nil
+	}
+}
+
+// semverLess compares "major.minor.patch[-suffix]" numerically.
+func semverLess(a, b string) bool {
+	pa, pb := versionParts(a), versionParts(b)
+	for i := range pa {
+		if pa[i] != pb[i] {
+			return pa[i] < pb[i]
+		}
+	}
+	return false
+}
+
+func versionParts(v string) [3]int {
+	var out [3]int
+	v, _, _ = strings.Cut(v, "-")
+	for i, p := range strings.SplitN(v, ".", 3) {
+		out[i], _ = strconv.Atoi(p)
+	}
+	return out
+}

@@ -33,6 +33,43 @@ func Request(req any) error {
 		if id := r.GetFilter().GetId(); id != "" {
 			return ID("filter.id", id)
 		}
+	case *runtimeapi.CreateContainerRequest:
+		if err := ID("pod_sandbox_id", r.GetPodSandboxId()); err != nil {
+			return err
+		}
+		return containerConfig(r.GetConfig())
+	case *runtimeapi.StartContainerRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.StopContainerRequest:
+		if r.GetTimeout() < 0 {
+			return Errorf("timeout %d is negative", r.GetTimeout())
+		}
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.RemoveContainerRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.ContainerStatusRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.UpdateContainerResourcesRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.ReopenContainerLogRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.ExecSyncRequest:
+		if len(r.GetCmd()) == 0 {
+			return Errorf("cmd is required")
+		}
+		if r.GetTimeout() < 0 {
+			return Errorf("timeout %d is negative", r.GetTimeout())
+		}
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.ListContainersRequest:
+		if id := r.GetFilter().GetId(); id != "" {
+			if err := ID("filter.id", id); err != nil {
+				return err
+			}
+		}
+		if id := r.GetFilter().GetPodSandboxId(); id != "" {
+			return ID("filter.pod_sandbox_id", id)
+		}
 	case *runtimeapi.PullImageRequest:
 		return imageRef("image", r.GetImage().GetImage(), false)
 	case *runtimeapi.ImageStatusRequest:

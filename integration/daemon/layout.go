@@ -69,11 +69,13 @@ func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
 						"Root":       filepath.Join(dir, "runc"),
 					},
 				},
-				"crun": map[string]any{
+				// Debian's runc 1.1: a second handler that works on every
+				// Debian host, without idmapped mounts.
+				"runc-debian": map[string]any{
 					"runtime_type": "io.containerd.runc.v2",
 					"options": map[string]any{
-						"BinaryName": "crun",
-						"Root":       filepath.Join(dir, "crun"),
+						"BinaryName": "/usr/sbin/runc",
+						"Root":       filepath.Join(dir, "runc-debian"),
 					},
 				},
 			},
@@ -82,6 +84,12 @@ func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
 			"bin_dirs": l.CNIBinDirs,
 			"conf_dir": l.CNIConfDir,
 		},
+	}
+	if CrunUsable() {
+		cri["containerd"].(map[string]any)["runtimes"].(map[string]any)["crun"] = map[string]any{
+			"runtime_type": "io.containerd.runc.v2",
+			"options":      map[string]any{"BinaryName": "crun", "Root": filepath.Join(dir, "crun")},
+		}
 	}
 	servers := map[string]any{
 		"io.containerd.server.v1.grpc":  map[string]any{"address": l.Socket},
@@ -201,4 +209,12 @@ func (l *Layout) logLevel() string {
 		return "debug"
 	}
 	return l.LogLevel
+}
+
+// CrunUsable tells whether Debian's crun 1.8 can run containers here: it
+// refuses hybrid cgroup hosts with controllers on the v2 hierarchy (this
+// VM has hugetlb there), with or without --cgroup-manager=disabled.
+func CrunUsable() bool {
+	b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+	return err != nil || strings.TrimSpace(string(b)) == ""
 }

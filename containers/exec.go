@@ -1,0 +1,200 @@
+package containers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	corecontainers "github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// maxExecOutput caps each of ExecSync's streams, as the CRI requires.
+const maxExecOutput = 16 << 20
+
+// capped keeps the first max bytes written and drops the rest.
+type capped struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		if len(p) > room {
+			c.buf.Write(p[:room])
+		} else {
+			c.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+func (c *capped) Close() error { return nil }
+
+func (c *capped) Bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf.Bytes())
+}
+
+// ExecResult is what ExecSync returns.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
+}
+
+// ExecSync runs cmd in the running container and returns its output. On
+// timeout the process is killed and the call answers DeadlineExceeded at
+// once, even when a background child still holds the output open.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
+	c, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	task, state := c.task, c.status.State
+	c.mu.Unlock()
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING || task == nil {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	container, err := m.Client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := container.Spec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pspec := *sp.Process
+	pspec.Args = cmd
+	pspec.Terminal = false
+	pspec.ConsoleSize = nil
+
+	stdout, stderr := &capped{max: maxExecOutput}, &capped{max: maxExecOutput}
+	execID := newID()[:32]
+	process, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr)))
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", c.ID, err)
+	}
+	exitCh, err := process.Wait(ctx)
+	if err != nil {
+		m.cleanupExec(process)
+		return nil, err
+	}
+	if err := process.Start(ctx); err != nil {
+		m.cleanupExec(process)
+		return nil, fmt.Errorf("start exec in %s: %w", c.ID, err)
+	}
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	select {
+	case st := <-exitCh:
+		// Output written before the exit is read; a child still holding
+		// the pipe does not keep the call.
+		drained := make(chan struct{})
+		go func() { process.IO().Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(ioDrainTimeout):
+		}
+		m.cleanupExec(process)
+		return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
+	case <-deadline:
+		process.Kill(ctx, syscall.SIGKILL)
+		m.cleanupExec(process)
+		return nil, fmt.Errorf("command %q timed out after %s: %w", cmd, timeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		process.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
+		m.cleanupExec(process)
+		return nil, ctx.Err()
+	}
+}
+
+// cleanupExec closes an exec's IO and deletes it, in the background: a
+// child holding its pipes must not hold the caller.
+func (m *Manager) cleanupExec(p containerd.Process) {
+	go func() {
+		ctx, cancel := m.background()
+		defer cancel()
+		p.IO().Cancel()
+		p.IO().Close()
+		if _, err := p.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).Debug("deleting exec process")
+		}
+	}()
+}
+
+// Update applies new resources to the container: to its record always and
+// to its running task.
+func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
+	c, err := m.store.Get(id)
+	if err != nil {
+		return err
+	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	c.mu.Lock()
+	task, state := c.task, c.status.State
+	c.mu.Unlock()
+	if state == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return fmt.Errorf("container %s has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	container, err := m.Client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	sp, err := container.Spec(ctx)
+	if err != nil {
+		return err
+	}
+	if sp.Linux.Resources == nil {
+		sp.Linux.Resources = &specs.LinuxResources{}
+	}
+	cpu, mem, huge := ToOCIResources(r)
+	sp.Linux.Resources.CPU, sp.Linux.Resources.Memory = cpu, mem
+	if len(huge) > 0 {
+		sp.Linux.Resources.HugepageLimits = huge
+	}
+	if len(r.Unified) > 0 {
+		sp.Linux.Resources.Unified = r.Unified
+	}
+	if err := container.Update(ctx, containerd.UpdateContainerOpts(func(_ context.Context, _ *containerd.Client, rec *corecontainers.Container) error {
+		return setSpec(rec, sp)
+	})); err != nil {
+		return fmt.Errorf("record new resources: %w", err)
+	}
+	if task != nil {
+		if err := task.Update(ctx, containerd.WithResources(sp.Linux.Resources)); err != nil {
+			return fmt.Errorf("apply new resources: %w", err)
+		}
+	}
+	c.mu.Lock()
+	c.status.Resources = r
+	c.mu.Unlock()
+	return nil
+}
+
+func setSpec(rec *corecontainers.Container, sp *specs.Spec) error {
+	a, err := typeurl.MarshalAny(sp)
+	if err != nil {
+		return err
+	}
+	rec.Spec = a
+	return nil
+}

@@ -1,0 +1,524 @@
+package containers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	corecontainers "github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/moby/sys/signal"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/logs"
+	"github.com/nodecri/nodecri/names"
+	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/sandbox"
+)
+
+const (
+	kindLabel      = "io.cri-containerd.kind"
+	kindContainer  = "container"
+	sandboxIDLabel = "io.cri-containerd.sandbox-id"
+	abandonGrace   = 3 * time.Minute
+	cleanupTimeout = time.Minute
+	// ioDrainTimeout bounds waiting for a finished process's output: a
+	// background child can hold the pipe open forever.
+	ioDrainTimeout = 2 * time.Second
+)
+
+// Options are the manager's dependencies.
+type Options struct {
+	Client         *containerd.Client
+	Runtimes       *runtimes.Set
+	Images         *images.Service
+	Events         *events.Pipeline
+	Sandboxes      *sandbox.Manager
+	MaxLogLineSize int
+	RestrictOOM    bool
+	Namespace      string
+}
+
+// Manager creates, runs, stops and removes containers.
+type Manager struct {
+	Options
+	store *Store
+	names *names.Registry
+}
+
+// NewManager returns a manager with no containers.
+func NewManager(opts Options) *Manager {
+	return &Manager{Options: opts, store: NewStore(), names: names.New("container", abandonGrace)}
+}
+
+// Store is the manager's index of containers.
+func (m *Manager) Store() *Store { return m.store }
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) background() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(namespaces.WithNamespace(context.Background(), m.Namespace), cleanupTimeout)
+}
+
+// Create makes a container in a ready sandbox. Like RunPodSandbox, a retry
+// of a timed-out call is handed what the first call made.
+func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (string, error) {
+	sb, err := m.Sandboxes.Store().Get(sandboxID)
+	if err != nil {
+		return "", err
+	}
+	st := sb.Status()
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return "", fmt.Errorf("sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	h, err := m.Runtimes.Get(sb.Handler)
+	if err != nil {
+		return "", err
+	}
+	img, err := m.Images.Resolve(cfg.GetImage().GetImage())
+	if errdefs.IsNotFound(err) {
+		return "", fmt.Errorf("image %q not found: %w", cfg.GetImage().GetImage(), errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return "", err
+	}
+	name := Name(cfg.GetMetadata(), sb.Config.GetMetadata())
+	return m.names.Create(ctx, name, newID(), func(ctx context.Context, id string) error {
+		return m.create(ctx, id, name, sb, st.Pid, h, &img, cfg)
+	}, func(id string) {
+		ctx, cancel := m.background()
+		defer cancel()
+		log.G(ctx).WithField("container", id).Warn("container never claimed by a CreateContainer retry; removing it")
+		m.Remove(ctx, id)
+	})
+}
+
+func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
+	ref := cfg.GetImage().GetImage()
+	var cimg containerd.Image
+	for n := range img.Refs {
+		if ci, err := m.Client.GetImage(ctx, n); err == nil {
+			cimg = ci
+			break
+		}
+	}
+	if cimg == nil {
+		return fmt.Errorf("image %q has no usable record: %w", ref, errdefs.ErrNotFound)
+	}
+	if ok, _ := cimg.IsUnpacked(ctx, h.Snapshotter); !ok {
+		// Imported with ctr, or pulled for another handler's snapshotter.
+		if err := cimg.Unpack(ctx, h.Snapshotter); err != nil {
+			return fmt.Errorf("unpack %s into %s: %w", ref, h.Snapshotter, err)
+		}
+	}
+	c := &Container{
+		ID: id, Name: name, SandboxID: sb.ID, Config: cfg, ImageID: img.ID, ImageRef: ref,
+		StopSignal: stopSignal(cfg, img), CreatedAt: time.Now(),
+		status: Status{State: runtimeapi.ContainerState_CONTAINER_CREATED},
+	}
+	if dir, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
+		c.LogPath = filepath.Join(dir, p)
+	}
+	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
+		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM})
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	meta, err := c.metadata()
+	if err != nil {
+		return err
+	}
+	snapshot, err := sandbox.Rootfs(ctx, m.Client, id, cimg, h.Snapshotter, sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			// NewContainer may have prepared the snapshot before failing.
+			cctx, cancel := m.background()
+			defer cancel()
+			if err := m.Client.SnapshotService(h.Snapshotter).Remove(cctx, id); err != nil && !errdefs.IsNotFound(err) {
+				log.G(ctx).WithError(err).WithField("container", id).Warn("removing the snapshot of a failed CreateContainer")
+			}
+		}
+	}()
+	cntr, err := m.Client.NewContainer(ctx, id,
+		containerd.WithContainerLabels(map[string]string{kindLabel: kindContainer, sandboxIDLabel: sb.ID}),
+		containerd.WithImageName(cimg.Name()),
+		containerd.WithSnapshotter(h.Snapshotter),
+		snapshot,
+		containerd.WithRuntime(runtimeName(h), h.Options),
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerExtension(MetadataExtension, meta),
+	)
+	if err != nil {
+		return fmt.Errorf("create container: %w", err)
+	}
+	// The user the spec resolved (names, image groups), for status.
+	if sp, err := cntr.Spec(ctx); err == nil && sp.Process != nil {
+		c.User = sp.Process.User
+	}
+	m.store.Add(c)
+	return nil
+}
+
+func runtimeName(h *runtimes.Handler) string {
+	if h.Path != "" {
+		return h.Path
+	}
+	return h.Type
+}
+
+// stopSignal is the request's stop signal, else the image's, else SIGTERM.
+func stopSignal(cfg *runtimeapi.ContainerConfig, img *images.Image) string {
+	if s := cfg.GetStopSignal(); s != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
+		return trimSignal(s.String())
+	}
+	if s := img.Spec.Config.StopSignal; s != "" {
+		return s
+	}
+	return "SIGTERM"
+}
+
+func trimSignal(s string) string { return s[len("SIGNAL_"):] }
+
+// Start creates and starts the container's task, its output going to the
+// log file in the CRI format. A failed start leaves the container exited
+// with the reason.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, err := m.store.Get(id)
+	if err != nil {
+		return err
+	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if st := c.Status(); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return fmt.Errorf("container %s is %s, not created: %w", c.ID, stateName(st.State), errdefs.ErrFailedPrecondition)
+	}
+	sb, err := m.Sandboxes.Store().Get(c.SandboxID)
+	if err != nil || sb.Status().State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return fmt.Errorf("sandbox %s of container %s is not ready: %w", c.SandboxID, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.start(ctx, c); err != nil {
+		c.mu.Lock()
+		c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
+		c.status.FinishedAt = time.Now()
+		c.status.ExitCode = startErrorExitCode
+		c.status.Reason = ReasonStartError
+		c.status.Message = err.Error()
+		c.mu.Unlock()
+		if perr := m.persist(ctx, c); perr != nil {
+			log.G(ctx).WithError(perr).WithField("container", c.ID).Warn("recording a failed start")
+		}
+		return err
+	}
+	return m.persist(ctx, c)
+}
+
+func (m *Manager) start(ctx context.Context, c *Container) error {
+	container, err := m.Client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	var stdout, stderr io.WriteCloser = nopCloser{io.Discard}, nopCloser{io.Discard}
+	if c.LogPath != "" {
+		lf, err := logs.Open(c.LogPath, m.MaxLogLineSize)
+		if err != nil {
+			return fmt.Errorf("open log %s: %w", c.LogPath, err)
+		}
+		c.mu.Lock()
+		c.log = lf
+		c.mu.Unlock()
+		stdout, stderr = lf.Writer("stdout"), lf.Writer("stderr")
+	}
+	ioOpts := []cio.Opt{cio.WithStreams(nil, stdout, stderr)}
+	if c.Config.GetTty() {
+		ioOpts = append(ioOpts, cio.WithTerminal)
+	}
+	// A fast process can exit before Start returns: its exit is handled
+	// only once Start has recorded the outcome.
+	started := make(chan struct{})
+	defer close(started)
+	c.mu.Lock()
+	c.exited = make(chan struct{})
+	c.started = started
+	c.mu.Unlock()
+	m.Events.Watch(c.ID, m)
+	task, err := container.NewTask(ctx, cio.NewCreator(ioOpts...))
+	if err != nil {
+		m.closeLog(c)
+		return fmt.Errorf("create task: %w", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		cctx, cancel := m.background()
+		defer cancel()
+		task.Delete(cctx, containerd.WithProcessKill)
+		m.closeLog(c)
+		return fmt.Errorf("start task: %w", err)
+	}
+	c.mu.Lock()
+	c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+	c.status.StartedAt = time.Now()
+	c.status.Pid = task.Pid()
+	c.task = task
+	c.mu.Unlock()
+	return nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (m *Manager) closeLog(c *Container) {
+	c.mu.Lock()
+	lf := c.log
+	c.log = nil
+	c.mu.Unlock()
+	if lf != nil {
+		lf.Close()
+	}
+}
+
+// OnExit records a container's exit: its output is drained (within a
+// bound), its task deleted, and the exit code, time and reason kept.
+func (m *Manager) OnExit(_ context.Context, e events.Exit) {
+	c, err := m.store.Get(e.ContainerID)
+	if err != nil {
+		return
+	}
+	go m.handleExit(c, e)
+}
+
+func (m *Manager) handleExit(c *Container, e events.Exit) {
+	ctx, cancel := m.background()
+	defer cancel()
+	log.G(ctx).WithFields(log.Fields{"container": c.ID, "status": e.Status}).Debug("container exited")
+	c.mu.Lock()
+	started := c.started
+	c.mu.Unlock()
+	if started != nil {
+		<-started
+	}
+	c.mu.Lock()
+	task, state := c.task, c.status.State
+	c.mu.Unlock()
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return // a failed start already recorded why
+	}
+	if task != nil {
+		drained := make(chan struct{})
+		go func() { task.IO().Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(ioDrainTimeout):
+			task.IO().Close()
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField("container", c.ID).Warn("deleting exited task")
+		}
+		log.G(ctx).WithField("container", c.ID).Debug("exited task deleted")
+	}
+	m.closeLog(c)
+	c.mu.Lock()
+	c.task = nil
+	c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
+	c.status.FinishedAt = e.At
+	c.status.ExitCode = int32(e.Status)
+	switch {
+	case c.oom:
+		c.status.Reason = ReasonOOMKilled
+	case e.Status == 0:
+		c.status.Reason = ReasonCompleted
+	default:
+		c.status.Reason = ReasonError
+	}
+	exited := c.exited
+	c.mu.Unlock()
+	exitsTotal.WithValues(c.status.Reason).Inc()
+	if err := m.persist(ctx, c); err != nil {
+		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("recording exit")
+	}
+	if exited != nil {
+		close(exited)
+	}
+}
+
+// OnOOM marks the container, so that its exit reads OOMKilled.
+func (m *Manager) OnOOM(_ context.Context, e events.OOM) {
+	if c, err := m.store.Get(e.ContainerID); err == nil {
+		c.mu.Lock()
+		c.oom = true
+		c.mu.Unlock()
+	}
+}
+
+// Stop sends the stop signal, then SIGKILL after timeout (at once for 0),
+// and returns once the exit is recorded. Unknown and stopped containers
+// succeed.
+func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	c, err := m.store.Get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	return m.stop(ctx, c, timeout)
+}
+
+func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration) error {
+	c.mu.Lock()
+	task, exited, state := c.task, c.exited, c.status.State
+	c.mu.Unlock()
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING || task == nil {
+		return nil
+	}
+	if timeout > 0 {
+		sig, err := signal.ParseSignal(c.StopSignal)
+		if err != nil {
+			sig = syscall.SIGTERM
+		}
+		if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("signal container %s: %w", c.ID, err)
+		}
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("kill container %s: %w", c.ID, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Remove force-stops the container, deletes its task, record and snapshot
+// and keeps its log. Unknown containers succeed.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	c, err := m.store.Get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if err := m.stop(ctx, c, 0); err != nil {
+		return err
+	}
+	m.Events.Unwatch(c.ID)
+	if container, err := m.Client.LoadContainer(ctx, c.ID); err == nil {
+		if t, err := container.Task(ctx, nil); err == nil {
+			t.Delete(ctx, containerd.WithProcessKill)
+		}
+		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete container %s: %w", c.ID, err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	m.closeLog(c)
+	m.store.Delete(c)
+	m.names.Release(c.Name, c.ID)
+	return nil
+}
+
+// StopAll stops a pod's containers at once, before its sandbox stops.
+func (m *Manager) StopAll(ctx context.Context, sandboxID string) error {
+	for _, c := range m.store.List(sandboxID) {
+		if err := m.Stop(ctx, c.ID, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveAll removes a pod's containers, before its sandbox is removed.
+func (m *Manager) RemoveAll(ctx context.Context, sandboxID string) error {
+	for _, c := range m.store.List(sandboxID) {
+		if err := m.Remove(ctx, c.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReopenLog reopens the log file after the kubelet rotated it.
+func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+	c, err := m.store.Get(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	lf, state := c.log, c.status.State
+	c.mu.Unlock()
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if lf == nil {
+		return nil
+	}
+	return lf.Reopen()
+}
+
+// persist writes the container's metadata to its record.
+func (m *Manager) persist(ctx context.Context, c *Container) error {
+	meta, err := c.metadata()
+	if err != nil {
+		return err
+	}
+	container, err := m.Client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	return container.Update(ctx, func(_ context.Context, _ *containerd.Client, rec *corecontainers.Container) error {
+		a, err := typeurl.MarshalAny(meta)
+		if err != nil {
+			return err
+		}
+		if rec.Extensions == nil {
+			rec.Extensions = map[string]typeurl.Any{}
+		}
+		rec.Extensions[MetadataExtension] = a
+		return nil
+	})
+}
+
+func stateName(s runtimeapi.ContainerState) string {
+	switch s {
+	case runtimeapi.ContainerState_CONTAINER_CREATED:
+		return "created"
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		return "running"
+	case runtimeapi.ContainerState_CONTAINER_EXITED:
+		return "exited"
+	}
+	return "unknown"
+}

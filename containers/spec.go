@@ -1,0 +1,390 @@
+package containers
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cap"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/sandbox"
+	"github.com/nodecri/nodecri/spec"
+)
+
+// Annotations the CRI defines for a container.
+const (
+	annotationContainerName = "io.kubernetes.cri.container-name"
+	containerTypeContainer  = "container"
+)
+
+// specInput is what a container's spec is made from.
+type specInput struct {
+	id          string
+	cfg         *runtimeapi.ContainerConfig
+	sandbox     *sandbox.Sandbox
+	pausePid    uint32
+	files       sandbox.Files
+	image       *images.Image
+	imageRef    string
+	handler     *runtimes.Handler
+	restrictOOM bool
+}
+
+// containerSpec lists the options that make a container's spec.
+func containerSpec(in specInput) ([]oci.SpecOpts, error) {
+	lc := in.cfg.GetLinux()
+	sc := lc.GetSecurityContext()
+	opts := []oci.SpecOpts{
+		withProcess(in.cfg, in.image),
+		withPodNamespaces(in.sandbox, in.pausePid, sc.GetNamespaceOptions()),
+		withPodFiles(in.cfg, in.files, in.sandbox),
+		withCRIMounts(in.cfg.GetMounts()),
+		withDevices(in.cfg.GetDevices()),
+		spec.WithCgroupsPath(in.sandbox.Config.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
+		withResources(lc.GetResources()),
+		oci.WithAnnotations(annotations(in)),
+		withSecurity(sc),
+		withUser(sc, in.image),
+		spec.WithOCIVersionAtMost(in.handler.Features.SpecVersion),
+	}
+	if adj := lc.GetResources().GetOomScoreAdj(); adj != 0 {
+		opts = append(opts, spec.WithOOMScoreAdj(int(adj), in.restrictOOM))
+	}
+	if in.cfg.GetTty() {
+		opts = append(opts, oci.WithTTY)
+	}
+	sec, err := spec.WithSeccomp(sc.GetSeccomp(), sc.GetPrivileged())
+	if err != nil {
+		return nil, err
+	}
+	if sec != nil {
+		opts = append(opts, sec)
+	}
+	return opts, nil
+}
+
+// withProcess applies the CRI's rules against the image: command replaces
+// the entrypoint (and then the image's cmd is dropped), args replace cmd;
+// env is the image's, overridden by the request's.
+func withProcess(cfg *runtimeapi.ContainerConfig, img *images.Image) oci.SpecOpts {
+	ic := img.Spec.Config
+	entrypoint, cmd := ic.Entrypoint, ic.Cmd
+	if len(cfg.Command) > 0 {
+		entrypoint, cmd = cfg.Command, nil
+	}
+	if len(cfg.Args) > 0 {
+		cmd = cfg.Args
+	}
+	args := append(append([]string{}, entrypoint...), cmd...)
+	env := append([]string{}, ic.Env...)
+	for _, kv := range cfg.Envs {
+		env = append(env, kv.Key+"="+string(kv.Value)) // later entries win in oci.WithEnv
+	}
+	cwd := cfg.WorkingDir
+	if cwd == "" {
+		cwd = ic.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	return oci.Compose(oci.WithProcessArgs(args...), oci.WithEnv(env), oci.WithProcessCwd(cwd))
+}
+
+// withPodNamespaces joins the pause container's network, IPC and UTS
+// namespaces (or the node's), and the PID namespace the request asks for.
+func withPodNamespaces(sb *sandbox.Sandbox, pausePid uint32, ns *runtimeapi.NamespaceOption) oci.SpecOpts {
+	podNS := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	path := func(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", pausePid, kind) }
+	join := func(t specs.LinuxNamespaceType, kind string, host bool) oci.SpecOpts {
+		if host {
+			return oci.WithHostNamespace(t)
+		}
+		return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: t, Path: path(kind)})
+	}
+	opts := []oci.SpecOpts{
+		join(specs.NetworkNamespace, "net", podNS.GetNetwork() == runtimeapi.NamespaceMode_NODE),
+		join(specs.IPCNamespace, "ipc", podNS.GetIpc() == runtimeapi.NamespaceMode_NODE),
+		join(specs.UTSNamespace, "uts", podNS.GetNetwork() == runtimeapi.NamespaceMode_NODE),
+	}
+	switch ns.GetPid() {
+	case runtimeapi.NamespaceMode_POD:
+		opts = append(opts, join(specs.PIDNamespace, "pid", podNS.GetPid() == runtimeapi.NamespaceMode_NODE))
+	case runtimeapi.NamespaceMode_NODE:
+		opts = append(opts, oci.WithHostNamespace(specs.PIDNamespace))
+	case runtimeapi.NamespaceMode_TARGET:
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + ns.GetTargetId() + "/ns/pid"}))
+	}
+	if u := podNS.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
+		uids, gids := mappings(u)
+		opts = append(opts, oci.WithUserNamespace(uids, gids),
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.UserNamespace, Path: path("user")}),
+			spec.WithSysfsBind())
+	}
+	return oci.Compose(opts...)
+}
+
+func mappings(u *runtimeapi.UserNamespace) (uids, gids []specs.LinuxIDMapping) {
+	for _, m := range u.Uids {
+		uids = append(uids, specs.LinuxIDMapping{ContainerID: m.ContainerId, HostID: m.HostId, Size: m.Length})
+	}
+	for _, m := range u.Gids {
+		gids = append(gids, specs.LinuxIDMapping{ContainerID: m.ContainerId, HostID: m.HostId, Size: m.Length})
+	}
+	return uids, gids
+}
+
+// withPodFiles mounts the pod's hostname, hosts, resolv.conf and /dev/shm,
+// unless the request mounts something at those paths itself.
+func withPodFiles(cfg *runtimeapi.ContainerConfig, f sandbox.Files, sb *sandbox.Sandbox) oci.SpecOpts {
+	taken := map[string]bool{}
+	for _, m := range cfg.GetMounts() {
+		taken[filepath.Clean(m.ContainerPath)] = true
+	}
+	ro := cfg.GetLinux().GetSecurityContext().GetReadonlyRootfs()
+	var opts []oci.SpecOpts
+	for dst, src := range map[string]string{"/etc/hostname": f.Hostname(), "/etc/hosts": f.Hosts(), "/etc/resolv.conf": f.ResolvConf()} {
+		if !taken[dst] {
+			opts = append(opts, spec.WithBindMount(src, dst, ro))
+		}
+	}
+	if !taken["/dev/shm"] {
+		shm := f.Shm()
+		if sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE {
+			shm = "/dev/shm"
+		}
+		opts = append(opts, spec.WithBindMount(shm, "/dev/shm", false))
+	}
+	return oci.Compose(opts...)
+}
+
+// withCRIMounts adds the request's volumes with their propagation and
+// read-only modes (recursive read-only as "rro").
+func withCRIMounts(mounts []*runtimeapi.Mount) oci.SpecOpts {
+	return func(ctx context.Context, cl oci.Client, c *containers.Container, s *oci.Spec) error {
+		for _, m := range mounts {
+			if m.GetImage() != nil {
+				return fmt.Errorf("image volumes are not supported yet: mount %s", m.ContainerPath)
+			}
+			dst := filepath.Clean(m.ContainerPath)
+			opts := []string{"rbind"}
+			switch m.Propagation {
+			case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+				opts = append(opts, "rprivate")
+			case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+				opts = append(opts, "rslave")
+			case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+				opts = append(opts, "rshared")
+				s.Linux.RootfsPropagation = "rshared"
+			}
+			switch {
+			case m.RecursiveReadOnly:
+				opts = append(opts, "rro")
+			case m.Readonly:
+				opts = append(opts, "ro")
+			default:
+				opts = append(opts, "rw")
+			}
+			if err := oci.WithoutMounts(dst)(ctx, cl, c, s); err != nil {
+				return err
+			}
+			s.Mounts = append(s.Mounts, specs.Mount{Source: m.HostPath, Destination: dst, Type: "bind", Options: opts})
+		}
+		return nil
+	}
+}
+
+// withDevices exposes host devices at the requested paths.
+func withDevices(devs []*runtimeapi.Device) oci.SpecOpts {
+	return func(ctx context.Context, cl oci.Client, c *containers.Container, s *oci.Spec) error {
+		for _, d := range devs {
+			perms := d.Permissions
+			if perms == "" {
+				perms = "rwm"
+			}
+			if err := spec.WithDevice(d.HostPath, d.ContainerPath, perms)(ctx, cl, c, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// withResources sets CPU, memory and hugepage limits.
+func withResources(r *runtimeapi.LinuxContainerResources) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if r == nil {
+			return nil
+		}
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		s.Linux.Resources.CPU, s.Linux.Resources.Memory, s.Linux.Resources.HugepageLimits = ToOCIResources(r)
+		if len(r.Unified) > 0 {
+			s.Linux.Resources.Unified = r.Unified
+		}
+		return nil
+	}
+}
+
+// ToOCIResources converts CRI resources, for create and for update.
+func ToOCIResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxCPU, *specs.LinuxMemory, []specs.LinuxHugepageLimit) {
+	cpu := &specs.LinuxCPU{Cpus: r.CpusetCpus, Mems: r.CpusetMems}
+	if r.CpuShares > 0 {
+		v := uint64(r.CpuShares)
+		cpu.Shares = &v
+	}
+	if r.CpuQuota != 0 {
+		v := r.CpuQuota
+		cpu.Quota = &v
+	}
+	if r.CpuPeriod > 0 {
+		v := uint64(r.CpuPeriod)
+		cpu.Period = &v
+	}
+	mem := &specs.LinuxMemory{}
+	if r.MemoryLimitInBytes > 0 {
+		v := r.MemoryLimitInBytes
+		mem.Limit = &v
+	}
+	if r.MemorySwapLimitInBytes > 0 {
+		v := r.MemorySwapLimitInBytes
+		mem.Swap = &v
+	}
+	var huge []specs.LinuxHugepageLimit
+	for _, h := range r.HugepageLimits {
+		huge = append(huge, specs.LinuxHugepageLimit{Pagesize: h.PageSize, Limit: h.Limit})
+	}
+	return cpu, mem, huge
+}
+
+// withSecurity applies privileged mode, capabilities, no_new_privs, masked
+// and read-only paths and a read-only rootfs.
+func withSecurity(sc *runtimeapi.LinuxContainerSecurityContext) oci.SpecOpts {
+	var opts []oci.SpecOpts
+	if sc.GetPrivileged() {
+		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
+			oci.WithMaskedPaths(nil), oci.WithReadonlyPaths(nil))
+	} else {
+		if c := sc.GetCapabilities(); c != nil {
+			opts = append(opts, withCapabilities(c))
+		}
+		// The kubelet sends the default lists (or empty ones for an
+		// unmasked /proc); nil keeps containerd's defaults.
+		if sc.GetMaskedPaths() != nil {
+			opts = append(opts, oci.WithMaskedPaths(sc.GetMaskedPaths()))
+		}
+		if sc.GetReadonlyPaths() != nil {
+			opts = append(opts, oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
+		}
+	}
+	if sc.GetNoNewPrivs() {
+		opts = append(opts, oci.WithNoNewPrivileges)
+	}
+	if sc.GetReadonlyRootfs() {
+		opts = append(opts, oci.WithRootFSReadonly())
+	}
+	return oci.Compose(opts...)
+}
+
+// withCapabilities drops, then adds; "ALL" means every capability.
+func withCapabilities(c *runtimeapi.Capability) oci.SpecOpts {
+	norm := func(in []string) (out []string, all bool) {
+		for _, v := range in {
+			v = strings.ToUpper(v)
+			if v == "ALL" {
+				all = true
+				continue
+			}
+			if !strings.HasPrefix(v, "CAP_") {
+				v = "CAP_" + v
+			}
+			out = append(out, v)
+		}
+		return out, all
+	}
+	add, addAll := norm(c.AddCapabilities)
+	drop, dropAll := norm(c.DropCapabilities)
+	var opts []oci.SpecOpts
+	if dropAll {
+		opts = append(opts, oci.WithCapabilities(nil))
+	} else if len(drop) > 0 {
+		opts = append(opts, oci.WithDroppedCapabilities(drop))
+	}
+	if addAll {
+		all, err := cap.Current()
+		if err == nil {
+			add = all
+		}
+	}
+	if len(add) > 0 {
+		opts = append(opts, oci.WithAddedCapabilities(add))
+	}
+	return oci.Compose(opts...)
+}
+
+// withUser runs the process as the requested user, else the image's; a
+// name and supplemental groups are resolved in the image's /etc/passwd and
+// /etc/group.
+func withUser(sc *runtimeapi.LinuxContainerSecurityContext, img *images.Image) oci.SpecOpts {
+	var opts []oci.SpecOpts
+	userstr := img.Spec.Config.User
+	switch {
+	case sc.GetRunAsUsername() != "":
+		userstr = sc.GetRunAsUsername()
+		opts = append(opts, oci.WithUsername(userstr))
+	case sc.GetRunAsUser() != nil:
+		userstr = fmt.Sprint(sc.GetRunAsUser().GetValue())
+		opts = append(opts, oci.WithUserID(uint32(sc.GetRunAsUser().GetValue())))
+	case userstr != "":
+		opts = append(opts, oci.WithUser(userstr))
+	default:
+		userstr = "0"
+	}
+	if g := sc.GetRunAsGroup(); g != nil {
+		opts = append(opts, withGID(uint32(g.GetValue())))
+	}
+	user, _, _ := strings.Cut(userstr, ":")
+	if sc.GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
+		opts = append(opts, oci.WithAdditionalGIDs(user))
+	}
+	opts = append(opts, spec.WithSupplementalGroups(sc.GetSupplementalGroups()))
+	return oci.Compose(opts...)
+}
+
+func withGID(gid uint32) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.User.GID = gid
+		return nil
+	}
+}
+
+// annotations tell the runtime what the container is; the handler's
+// container_annotations let matching ones through.
+func annotations(in specInput) map[string]string {
+	md := in.sandbox.Config.GetMetadata()
+	a := map[string]string{
+		sandbox.AnnotationContainerType: containerTypeContainer,
+		sandbox.AnnotationSandboxID:     in.sandbox.ID,
+		sandbox.AnnotationSandboxName:   md.GetName(),
+		sandbox.AnnotationSandboxNS:     md.GetNamespace(),
+		sandbox.AnnotationSandboxUID:    md.GetUid(),
+		annotationContainerName:         in.cfg.GetMetadata().GetName(),
+		sandbox.AnnotationImageName:     in.imageRef,
+	}
+	for k, v := range in.cfg.GetAnnotations() {
+		for _, p := range in.handler.ContainerAnnotations {
+			if ok, _ := path.Match(p, k); ok {
+				a[k] = v
+			}
+		}
+	}
+	return a
+}

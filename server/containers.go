@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/containers"
+)
+
+func (s *runtimeService) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	id, err := s.Containers.Create(ctx, req.GetPodSandboxId(), req.GetConfig())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func (s *runtimeService) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if err := s.Containers.Start(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+func (s *runtimeService) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	if err := s.Containers.Stop(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *runtimeService) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	if err := s.Containers.Remove(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.Containers.Store().Get(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	st := c.Status()
+	resp := &runtimeapi.ContainerStatusResponse{Status: s.containerStatus(c, st)}
+	if req.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"pid":       st.Pid,
+			"sandboxID": c.SandboxID,
+			"logPath":   c.LogPath,
+			"config":    c.Config,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("container verbose info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func (s *Service) containerStatus(c *containers.Container, st containers.Status) *runtimeapi.ContainerStatus {
+	out := &runtimeapi.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    c.Config.GetMetadata(),
+		State:       st.State,
+		CreatedAt:   c.CreatedAt.UnixNano(),
+		ExitCode:    st.ExitCode,
+		Image:       &runtimeapi.ImageSpec{Image: c.ImageRef},
+		ImageRef:    c.ImageID,
+		ImageId:     c.ImageID,
+		Reason:      st.Reason,
+		Message:     st.Message,
+		Labels:      c.Config.GetLabels(),
+		Annotations: c.Config.GetAnnotations(),
+		Mounts:      c.Config.GetMounts(),
+		LogPath:     c.LogPath,
+		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
+			Uid: int64(c.User.UID), Gid: int64(c.User.GID), SupplementalGroups: gids(c.User.AdditionalGids)}},
+		StopSignal: stopSignalEnum(c.StopSignal),
+	}
+	if img, err := s.Images.Resolve(c.ImageID); err == nil {
+		if rd := img.RepoDigests(); len(rd) > 0 {
+			out.ImageRef = rd[0]
+		}
+	}
+	if !st.StartedAt.IsZero() {
+		out.StartedAt = st.StartedAt.UnixNano()
+	}
+	if !st.FinishedAt.IsZero() {
+		out.FinishedAt = st.FinishedAt.UnixNano()
+	}
+	if r := st.Resources; r != nil {
+		out.Resources = &runtimeapi.ContainerResources{Linux: r}
+	} else if r := c.Config.GetLinux().GetResources(); r != nil {
+		out.Resources = &runtimeapi.ContainerResources{Linux: r}
+	}
+	return out
+}
+
+func gids(in []uint32) []int64 {
+	out := make([]int64, 0, len(in))
+	for _, g := range in {
+		out = append(out, int64(g))
+	}
+	return out
+}
+
+func stopSignalEnum(name string) runtimeapi.Signal {
+	if v, ok := runtimeapi.Signal_value["SIGNAL_"+name]; ok {
+		return runtimeapi.Signal(v)
+	}
+	return runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT
+}
+
+func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f := req.GetFilter()
+	var list []*containers.Container
+	if id := f.GetId(); id != "" {
+		c, err := s.Containers.Store().Get(id)
+		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) {
+			return nil, err
+		}
+		if c != nil {
+			list = append(list, c)
+		}
+	} else {
+		sandboxID := f.GetPodSandboxId()
+		if sandboxID != "" {
+			if sb, err := s.Sandboxes.Store().Get(sandboxID); err == nil {
+				sandboxID = sb.ID
+			} else {
+				return &runtimeapi.ListContainersResponse{}, nil
+			}
+		}
+		list = s.Containers.Store().List(sandboxID)
+	}
+	resp := &runtimeapi.ListContainersResponse{Containers: make([]*runtimeapi.Container, 0, len(list))}
+	for _, c := range list {
+		st := c.Status()
+		if f.GetState() != nil && f.GetState().GetState() != st.State {
+			continue
+		}
+		if f.GetPodSandboxId() != "" && f.GetId() != "" && c.SandboxID != f.GetPodSandboxId() {
+			continue
+		}
+		if !labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		resp.Containers = append(resp.Containers, &runtimeapi.Container{
+			Id:           c.ID,
+			PodSandboxId: c.SandboxID,
+			Metadata:     c.Config.GetMetadata(),
+			Image:        &runtimeapi.ImageSpec{Image: c.ImageRef},
+			ImageRef:     c.ImageID,
+			ImageId:      c.ImageID,
+			State:        st.State,
+			CreatedAt:    c.CreatedAt.UnixNano(),
+			Labels:       c.Config.GetLabels(),
+			Annotations:  c.Config.GetAnnotations(),
+		})
+	}
+	return resp, nil
+}
+
+func (s *runtimeService) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	if err := s.Containers.Update(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+func (s *runtimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	if err := s.Containers.ReopenLog(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}
+
+func (s *runtimeService) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	r, err := s.Containers.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, nil
+}

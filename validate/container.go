@@ -1,0 +1,57 @@
+package validate
+
+import (
+	"path/filepath"
+	"strings"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func containerConfig(c *runtimeapi.ContainerConfig) error {
+	if c == nil {
+		return Errorf("config is required")
+	}
+	if err := name("metadata.name", c.GetMetadata().GetName()); err != nil {
+		return err
+	}
+	if err := imageRef("image.image", c.GetImage().GetImage(), true); err != nil {
+		return err
+	}
+	// The log path is relative to the pod's log directory and must stay in it.
+	if p := c.GetLogPath(); p != "" {
+		if filepath.IsAbs(p) || strings.Contains(p, "\x00") || filepath.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
+			return Errorf("log_path %q must be a clean path inside the pod's log directory", p)
+		}
+	}
+	if c.GetWorkingDir() != "" && !filepath.IsAbs(c.GetWorkingDir()) {
+		return Errorf("working_dir %q must be absolute", c.GetWorkingDir())
+	}
+	for _, m := range c.GetMounts() {
+		if !filepath.IsAbs(m.ContainerPath) {
+			return Errorf("mount container_path %q must be absolute", m.ContainerPath)
+		}
+		if m.GetImage() == nil && !filepath.IsAbs(m.HostPath) {
+			return Errorf("mount host_path %q must be absolute", m.HostPath)
+		}
+		if _, ok := runtimeapi.MountPropagation_name[int32(m.Propagation)]; !ok {
+			return Errorf("mount %s: unknown propagation %d", m.ContainerPath, m.Propagation)
+		}
+	}
+	for _, d := range c.GetDevices() {
+		if !filepath.IsAbs(d.HostPath) || !filepath.IsAbs(d.ContainerPath) {
+			return Errorf("device %q -> %q: paths must be absolute", d.HostPath, d.ContainerPath)
+		}
+		if strings.Trim(d.Permissions, "rwm") != "" {
+			return Errorf("device %s: permissions %q are not a subset of rwm", d.HostPath, d.Permissions)
+		}
+	}
+	if _, ok := runtimeapi.Signal_name[int32(c.GetStopSignal())]; !ok {
+		return Errorf("stop_signal %d is unknown", c.GetStopSignal())
+	}
+	for _, e := range c.GetEnvs() {
+		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") {
+			return Errorf("env key %q is invalid", e.Key)
+		}
+	}
+	return nil
+}
