@@ -281,10 +281,10 @@ func TestRemoveImageByOneTagRemovesAllTags(t *testing.T) {
 	}
 }
 
-// An image loaded on an air-gapped node with ctr is listed like a pulled one.
-func TestCtrImportedImageIsListed(t *testing.T) {
-	l := newLayout(t, false)
-	d := start(t, l)
+// An image loaded on an air-gapped node with ctr is listed like a pulled
+// one, and runs.
+func TestCtrImportedImageIsListedAndRuns(t *testing.T) {
+	d, l := podEnv(t)
 	img := testimages.Busybox(t)
 	tag, err := name.NewTag("example.com/airgap/busybox:1")
 	if err != nil {
@@ -302,6 +302,14 @@ func TestCtrImportedImageIsListed(t *testing.T) {
 		r := imageStatus(t, d, "example.com/airgap/busybox:1", false)
 		return r.GetImage().GetId() == configDigest(t, img), fmt.Sprint(r)
 	})
+	cfg := podConfig(l, "airgap")
+	p := &pod{d: d, l: l, id: runPod(t, d, cfg), cfg: cfg}
+	c := busybox("imported", "sh", "-c", "echo ran-imported")
+	c.Image.Image = "example.com/airgap/busybox:1"
+	id := p.run(t, c)
+	if st := p.waitExit(t, id); st.ExitCode != 0 || readLog(t, st.LogPath)["stdout"] != "ran-imported\n" {
+		t.Errorf("container from the imported image: %+v", st)
+	}
 }
 
 func TestImageFsInfoFollowsPullAndRemove(t *testing.T) {
