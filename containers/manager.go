@@ -47,6 +47,7 @@ type Options struct {
 	Events         *events.Pipeline
 	Sandboxes      *sandbox.Manager
 	MaxLogLineSize int
+	EnableCDI      bool
 	RestrictOOM    bool
 	Namespace      string
 }
@@ -99,6 +100,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	name := Name(cfg.GetMetadata(), sb.Config.GetMetadata())
+	defer opDurations.WithValues("create", sb.Handler).UpdateSince(time.Now())
 	return m.names.Create(ctx, name, newID(), func(ctx context.Context, id string) error {
 		return m.create(ctx, id, name, sb, st.Pid, h, &img, cfg)
 	}, func(id string) {
@@ -136,7 +138,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 		c.LogPath = filepath.Join(dir, p)
 	}
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
-		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM})
+		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI})
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -215,6 +217,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil || sb.Status().State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return fmt.Errorf("sandbox %s of container %s is not ready: %w", c.SandboxID, c.ID, errdefs.ErrFailedPrecondition)
 	}
+	defer opDurations.WithValues("start", sb.Handler).UpdateSince(time.Now())
 	if err := m.start(ctx, c); err != nil {
 		c.mu.Lock()
 		c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
@@ -381,7 +384,16 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer opDurations.WithValues("stop", m.handlerOf(c)).UpdateSince(time.Now())
 	return m.stop(ctx, c, timeout)
+}
+
+// handlerOf names the runtime handler of c's sandbox, for metrics.
+func (m *Manager) handlerOf(c *Container) string {
+	if sb, err := m.Sandboxes.Store().Get(c.SandboxID); err == nil {
+		return sb.Handler
+	}
+	return ""
 }
 
 func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration) error {
@@ -430,6 +442,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer opDurations.WithValues("remove", m.handlerOf(c)).UpdateSince(time.Now())
 	if err := m.stop(ctx, c, 0); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cap"
+	"github.com/containerd/containerd/v2/pkg/cdi"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -36,6 +37,7 @@ type specInput struct {
 	imageRef    string
 	handler     *runtimes.Handler
 	restrictOOM bool
+	enableCDI   bool
 }
 
 // containerSpec lists the options that make a container's spec.
@@ -68,6 +70,18 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 	if sec != nil {
 		opts = append(opts, sec)
 	}
+	// Last: CDI edits (env, mounts, hooks, devices) must not be reset by
+	// any later option.
+	if devs := in.cfg.GetCDIDevices(); len(devs) > 0 {
+		if !in.enableCDI {
+			return nil, fmt.Errorf("CDI devices requested but enable_cdi is off")
+		}
+		names := make([]string, 0, len(devs))
+		for _, d := range devs {
+			names = append(names, d.Name)
+		}
+		opts = append(opts, cdi.WithCDIDevices(names...))
+	}
 	return opts, nil
 }
 
@@ -84,10 +98,7 @@ func withProcess(cfg *runtimeapi.ContainerConfig, img *images.Image) oci.SpecOpt
 		cmd = cfg.Args
 	}
 	args := append(append([]string{}, entrypoint...), cmd...)
-	env := append([]string{}, ic.Env...)
-	for _, kv := range cfg.Envs {
-		env = append(env, kv.Key+"="+string(kv.Value)) // later entries win in oci.WithEnv
-	}
+	env := mergeEnv(ic.Env, cfg.Envs)
 	cwd := cfg.WorkingDir
 	if cwd == "" {
 		cwd = ic.WorkingDir
@@ -96,6 +107,29 @@ func withProcess(cfg *runtimeapi.ContainerConfig, img *images.Image) oci.SpecOpt
 		cwd = "/"
 	}
 	return oci.Compose(oci.WithProcessArgs(args...), oci.WithEnv(env), oci.WithProcessCwd(cwd))
+}
+
+// mergeEnv overrides the image's variables with the request's, keeping
+// each name once (getenv takes the first of duplicates) and in order.
+func mergeEnv(image []string, request []*runtimeapi.KeyValue) []string {
+	out := make([]string, 0, len(image)+len(request))
+	at := map[string]int{}
+	set := func(k, kv string) {
+		if i, ok := at[k]; ok {
+			out[i] = kv
+			return
+		}
+		at[k] = len(out)
+		out = append(out, kv)
+	}
+	for _, kv := range image {
+		k, _, _ := strings.Cut(kv, "=")
+		set(k, kv)
+	}
+	for _, kv := range request {
+		set(kv.Key, kv.Key+"="+string(kv.Value))
+	}
+	return out
 }
 
 // withPodNamespaces joins the pause container's network, IPC and UTS

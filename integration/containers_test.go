@@ -377,3 +377,30 @@ func TestPodTeardownTakesContainers(t *testing.T) {
 		t.Errorf("after pod removal: %+v (before, with the pod: %+v)", after, before)
 	}
 }
+
+// A CDI device from a spec in cdi_spec_dirs appears in the container, with
+// its environment edits.
+func TestCDIDevice(t *testing.T) {
+	p := newPod(t)
+	dir := filepath.Join(p.l.Dir, "cdi")
+	os.MkdirAll(dir, 0o755)
+	spec := `{"cdiVersion":"0.6.0","kind":"nodecri.test/device","devices":[{"name":"one","containerEdits":{
+"env":["NODECRI_CDI=one"],"deviceNodes":[{"path":"/dev/nodecri-cdi","hostPath":"/dev/null"}]}}]}`
+	if err := os.WriteFile(filepath.Join(dir, "nodecri-test.json"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := busybox("cdi", "sleep", "1000")
+	cfg.CDIDevices = []*runtimeapi.CDIDevice{{Name: "nodecri.test/device=one"}}
+	id := p.run(t, cfg)
+	if env := p.mustExec(t, id, "env"); !strings.Contains(env, "NODECRI_CDI=one") {
+		t.Errorf("CDI env edit missing:\n%s", env)
+	}
+	if out := p.mustExec(t, id, "ls", "-l", "/dev/nodecri-cdi"); !strings.HasPrefix(out, "c") {
+		t.Errorf("CDI device node missing or not a char device: %q", out)
+	}
+	bad := busybox("cdi-unknown", "true")
+	bad.CDIDevices = []*runtimeapi.CDIDevice{{Name: "nodecri.test/device=nosuch"}}
+	if _, err := p.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: bad}); err == nil {
+		t.Error("an unknown CDI device was accepted")
+	}
+}

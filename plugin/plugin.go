@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 	metrics "github.com/docker/go-metrics"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"google.golang.org/grpc"
 
 	"github.com/nodecri/nodecri/cni"
@@ -81,6 +82,12 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create in-process containerd client: %w", err)
 	}
+	if cfg.EnableCDI {
+		// Spec files that fail to parse are reported at injection time.
+		if err := cdi.Configure(cdi.WithSpecDirs(cfg.CDISpecDirs...)); err != nil {
+			log.G(ctx).WithError(err).Warn("CDI spec directories")
+		}
+	}
 	rts, err := runtimes.New(ctx, cfg, runtimes.ProbeBinary)
 	if err != nil {
 		return nil, err
@@ -134,6 +141,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Events:         pipeline,
 		Sandboxes:      sandboxes,
 		MaxLogLineSize: cfg.MaxContainerLogLineSize,
+		EnableCDI:      cfg.EnableCDI,
 		RestrictOOM:    cfg.RestrictOOMScoreAdj,
 		Namespace:      config.Namespace,
 	})

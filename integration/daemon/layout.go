@@ -59,6 +59,8 @@ func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
 	}
 	cri := map[string]any{
 		"restrict_oom_score_adj": !HasCapSysResource(),
+		// CDI specs of this instance only, never the host's.
+		"cdi_spec_dirs": []string{filepath.Join(dir, "cdi")},
 		"containerd": map[string]any{
 			"default_runtime_name": "runc",
 			"runtimes": map[string]any{

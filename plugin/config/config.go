@@ -36,6 +36,10 @@ type Config struct {
 	// StatsCollectPeriod is how often, in seconds, the snapshotter's usage
 	// behind ImageFsInfo is refreshed (its 1.x meaning).
 	StatsCollectPeriod int `toml:"stats_collect_period" json:"statsCollectPeriod"`
+	// EnableCDI turns on Container Device Interface devices, found in
+	// CDISpecDirs.
+	EnableCDI   bool     `toml:"enable_cdi" json:"enableCDI"`
+	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs"`
 
 	Containerd ContainerdConfig `toml:"containerd" json:"containerd"`
 	CNI        CNIConfig        `toml:"cni" json:"cni"`
@@ -111,6 +115,8 @@ func Default() *Config {
 		ImagePullProgressTimeout: (5 * time.Minute).String(),
 		MaxConcurrentDownloads:   3,
 		StatsCollectPeriod:       10,
+		EnableCDI:                true,
+		CDISpecDirs:              []string{"/etc/cdi", "/var/run/cdi"},
 		Containerd: ContainerdConfig{
 			Snapshotter:        "overlayfs",
 			DefaultRuntimeName: "runc",
@@ -191,6 +197,11 @@ func (c *Config) Validate() error {
 	}
 	if c.StatsCollectPeriod < 1 {
 		add(bad("stats_collect_period", c.StatsCollectPeriod, "must be at least 1 (seconds)"))
+	}
+	for _, d := range c.CDISpecDirs {
+		if !filepath.IsAbs(d) {
+			add(bad("cdi_spec_dirs", d, "must be an absolute path"))
+		}
 	}
 	if c.EnableSelinux {
 		add(bad("enable_selinux", c.EnableSelinux, "SELinux labelling is not supported by nodecri"))
