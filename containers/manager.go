@@ -268,6 +268,9 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 		m.closeLog(c)
 		return fmt.Errorf("create task: %w", err)
 	}
+	// Taken before Start: a process can exit before Start returns, and its
+	// finish time must not precede its start time.
+	startedAt := time.Now()
 	if err := task.Start(ctx); err != nil {
 		cctx, cancel := m.background()
 		defer cancel()
@@ -277,7 +280,7 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 	}
 	c.mu.Lock()
 	c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
-	c.status.StartedAt = time.Now()
+	c.status.StartedAt = startedAt
 	c.status.Pid = task.Pid()
 	c.task = task
 	c.mu.Unlock()

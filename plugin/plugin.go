@@ -18,8 +18,8 @@ import (
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 	metrics "github.com/docker/go-metrics"
-	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"google.golang.org/grpc"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/nodecri/nodecri/cni"
 	"github.com/nodecri/nodecri/containers"
