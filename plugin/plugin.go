@@ -146,6 +146,14 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Namespace:      config.Namespace,
 	})
 	sandboxes.SetContainers(ctrs)
+	// Rebuild state from containerd's records before serving: the event
+	// pipeline is already subscribed, so no exit in between is missed.
+	if err := sandboxes.Recover(ctx); err != nil {
+		return nil, err
+	}
+	if err := ctrs.Recover(ctx); err != nil {
+		return nil, err
+	}
 
 	registerMetrics.Do(func() {
 		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics} {

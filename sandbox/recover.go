@@ -1,0 +1,151 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/netns"
+	"github.com/containerd/errdefs"
+	gocni "github.com/containerd/go-cni"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Recover rebuilds the sandbox store from containerd's records at start:
+// a sandbox whose pause task runs is Ready again; one whose pause died
+// while the daemon was down is NotReady; one a crash left half-made
+// (network setup started but never recorded ready) is torn down, so its
+// name is free for the kubelet's retry. Call it after the event pipeline
+// subscribed, so no exit is missed.
+func (m *Manager) Recover(ctx context.Context) error {
+	start := time.Now()
+	list, err := m.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindSandbox))
+	if err != nil {
+		return fmt.Errorf("list sandbox records: %w", err)
+	}
+	var ready, notReady, cleaned int
+	for _, c := range list {
+		sb, err := m.recoverOne(ctx, c)
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("sandbox", c.ID()).Error("recovering sandbox")
+			continue
+		}
+		if sb == nil {
+			cleaned++
+			continue
+		}
+		if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			ready++
+		} else {
+			notReady++
+		}
+	}
+	orphans := m.sweepOrphans(ctx)
+	log.G(ctx).WithFields(log.Fields{"ready": ready, "notReady": notReady, "cleanedUp": cleaned, "orphans": orphans, "took": time.Since(start)}).Info("sandboxes recovered")
+	return nil
+}
+
+// sweepOrphans removes what a crash before a sandbox's first record left:
+// namespace pins and pod folders no record names. No CNI ADD can have run
+// for them: ADD only follows the record.
+func (m *Manager) sweepOrphans(ctx context.Context) int {
+	known := map[string]bool{}
+	for _, sb := range m.store.List() {
+		known[sb.ID] = true
+		if p := sb.Status().NetNSPath; p != "" {
+			known[p] = true
+		}
+	}
+	n := 0
+	pins, _ := filepath.Glob(filepath.Join(m.netnsDir(), "*"))
+	for _, p := range pins {
+		if !known[p] {
+			if err := netns.LoadNetNS(p).Remove(); err != nil {
+				log.G(ctx).WithError(err).WithField("netns", p).Warn("removing orphan network namespace")
+				continue
+			}
+			n++
+		}
+	}
+	for _, dir := range []string{m.RootDir, m.StateDir} {
+		entries, _ := os.ReadDir(filepath.Join(dir, "sandboxes"))
+		for _, e := range entries {
+			if !known[e.Name()] {
+				if err := m.Files(e.Name()).remove(); err != nil {
+					log.G(ctx).WithError(err).WithField("sandbox", e.Name()).Warn("removing orphan pod files")
+					continue
+				}
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sandbox, error) {
+	exts, err := c.Extensions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, ok := exts[MetadataExtension]
+	if !ok {
+		return nil, fmt.Errorf("no %s extension", MetadataExtension)
+	}
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return nil, err
+	}
+	meta, ok := v.(*Metadata)
+	if !ok {
+		return nil, fmt.Errorf("extension is %T", v)
+	}
+	cfg, err := unmarshalConfig(meta.Config)
+	if err != nil {
+		return nil, err
+	}
+	sb := &Sandbox{ID: meta.ID, Name: meta.Name, Config: cfg, Handler: meta.Handler, CreatedAt: meta.CreatedAt,
+		state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, netnsPath: meta.NetNSPath, network: meta.Network,
+		ips: meta.IPs, stopped: meta.Stopped}
+	if len(meta.CNIResult) > 0 {
+		var r gocni.Result
+		if err := json.Unmarshal(meta.CNIResult, &r); err == nil {
+			sb.cniResult = &r
+		}
+	}
+
+	// Created, but the daemon died before recording it ready: undo it all,
+	// CNI DEL included (ADD may have happened).
+	if !meta.Stopped && meta.Network == NetworkStarted {
+		log.G(ctx).WithField("sandbox", sb.ID).Warn("sandbox left half-made by a crash; tearing it down")
+		if err := m.teardown(ctx, sb); err != nil {
+			return nil, fmt.Errorf("tear down half-made sandbox: %w", err)
+		}
+		return nil, nil
+	}
+
+	m.Events.Watch(sb.ID, m)
+	task, err := c.Task(ctx, nil)
+	switch {
+	case errdefs.IsNotFound(err):
+	case err != nil:
+		return nil, err
+	default:
+		st, err := task.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if st.Status == containerd.Running && !meta.Stopped {
+			sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
+			sb.pid = task.Pid()
+		}
+	}
+	m.store.Add(sb)
+	m.names.Restore(sb.Name, sb.ID)
+	return sb, nil
+}
