@@ -92,6 +92,11 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
+	for _, mnt := range cfg.GetMounts() {
+		if mnt.RecursiveReadOnly && !h.Features.RecursiveReadOnlyMounts {
+			return "", fmt.Errorf("mount %s: runtime handler %q has no recursive read-only mounts: %w", mnt.ContainerPath, h.Name, errdefs.ErrInvalidArgument)
+		}
+	}
 	img, err := m.Images.Resolve(cfg.GetImage().GetImage())
 	if errdefs.IsNotFound(err) {
 		return "", fmt.Errorf("image %q not found: %w", cfg.GetImage().GetImage(), errdefs.ErrNotFound)

@@ -319,8 +319,12 @@ func withSecurity(sc *runtimeapi.LinuxContainerSecurityContext) oci.SpecOpts {
 			opts = append(opts, oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
 		}
 	}
+	// containerd's default spec sets no_new_privileges; the CRI's false
+	// must clear it, or setuid binaries stop working.
 	if sc.GetNoNewPrivs() {
 		opts = append(opts, oci.WithNoNewPrivileges)
+	} else {
+		opts = append(opts, oci.WithNewPrivileges)
 	}
 	if sc.GetReadonlyRootfs() {
 		opts = append(opts, oci.WithRootFSReadonly())

@@ -36,6 +36,11 @@ func containerConfig(c *runtimeapi.ContainerConfig) error {
 		if _, ok := runtimeapi.MountPropagation_name[int32(m.Propagation)]; !ok {
 			return Errorf("mount %s: unknown propagation %d", m.ContainerPath, m.Propagation)
 		}
+		// Recursive read-only is read-only all the way down: it needs
+		// readonly, and no propagation could bring writable mounts in.
+		if m.RecursiveReadOnly && (!m.Readonly || m.Propagation != runtimeapi.MountPropagation_PROPAGATION_PRIVATE) {
+			return Errorf("mount %s: recursive_read_only needs readonly and private propagation", m.ContainerPath)
+		}
 	}
 	for _, d := range c.GetDevices() {
 		if !filepath.IsAbs(d.HostPath) || !filepath.IsAbs(d.ContainerPath) {
@@ -44,6 +49,9 @@ func containerConfig(c *runtimeapi.ContainerConfig) error {
 		if strings.Trim(d.Permissions, "rwm") != "" {
 			return Errorf("device %s: permissions %q are not a subset of rwm", d.HostPath, d.Permissions)
 		}
+	}
+	if sc := c.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return Errorf("run_as_group needs run_as_user or run_as_username")
 	}
 	if _, ok := runtimeapi.Signal_name[int32(c.GetStopSignal())]; !ok {
 		return Errorf("stop_signal %d is unknown", c.GetStopSignal())

@@ -113,23 +113,26 @@ func podCIDRs(s string) error {
 	return nil
 }
 
-// ID checks an object ID the runtime handed out (sandbox, container): hex
-// or a unique prefix of it, never a path.
+// ID checks an object ID a caller names (sandbox, container): IDs are
+// ours, but Stop and Remove of an unknown one must succeed, so any short
+// name-like string passes; what could act as a path does not.
 func ID(field, id string) error {
 	if id == "" {
 		return Errorf("%s is required", field)
 	}
-	if len(id) > 64 {
-		return Errorf("%s %.70q is longer than 64 characters", field, id)
+	if len(id) > 128 {
+		return Errorf("%s %.70q is longer than 128 characters", field, id)
+	}
+	if id == "." || id == ".." {
+		return Errorf("%s %q is not an ID", field, id)
 	}
 	for _, c := range id {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return Errorf("%s %q is not a runtime-issued ID", field, id)
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.') {
+			return Errorf("%s %q has characters no ID has", field, id)
 		}
 	}
 	return nil
 }
-
 // imageRef checks an image reference; where the RPC accepts one, an image
 // ID or a unique prefix of one is accepted too.
 func imageRef(field, ref string, idOK bool) error {

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -30,10 +31,12 @@ func TestPodCIDR(t *testing.T) {
 }
 
 func TestID(t *testing.T) {
-	if err := ID("pod_sandbox_id", "0123abcdef"); err != nil {
-		t.Errorf("hex ID refused: %v", err)
+	for _, ok := range []string{"0123abcdef", "notexist", "Not-Exist_1.0"} {
+		if err := ID("pod_sandbox_id", ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
 	}
-	for _, bad := range []string{"", "../../etc", "ABC", "a/b", string(make([]byte, 65))} {
+	for _, bad := range []string{"", "..", "../../etc", "a/b", "a\x00b", strings.Repeat("a", 129)} {
 		if err := ID("pod_sandbox_id", bad); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%q: got %v, want InvalidArgument", bad, err)
 		}
