@@ -45,3 +45,10 @@ lint: ## gofmt and go vet
 clean: ## Remove bin/containerd and the _run/ and _output/ folders (keeps installed companions)
 	rm -f $(BIN)/containerd
 	rm -rf $(RUN_DIR) _output
+
+.PHONY: critest
+critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/containerd (results in _output/critest)
+	./hack/critest-tools.sh
+	@rm -f _output/critest/summary.txt
+	@rc=0; NODECRI_CRITEST=1 $(GO) test -count=1 -timeout 30m -run TestCritest -v ./integration/critest/ || rc=$$?; \
+	  tail -n 1 _output/critest/summary.txt 2>/dev/null; exit $$rc

@@ -1,0 +1,352 @@
+// Package critest runs cri-tools' critest against bin/containerd, offline,
+// and compares the outcome with expected-pass.txt: `make critest`.
+//
+// TestCritest is skipped unless NODECRI_CRITEST=1, so `make test` does not
+// run it. It builds a stand-in for every image critest pulls, serves them
+// from a registry in this process that every registry critest names is
+// mirrored to, starts the daemon on a root of its own with the layout's
+// runtime handlers (runc from `make deps` the default), runs bin/critest
+// with -parallel 2 and writes _output/critest/: results.json (every spec:
+// name, state, failure message), summary.txt (failures grouped by reason,
+// counts last), passed.txt, junit.xml, critest.log and containerd.log.
+//
+// It fails when a spec listed in expected-pass.txt did not pass, naming
+// it; specs that pass without being listed are reported as a hint. Other
+// failures are the to-do list, not test failures.
+//
+// Environment:
+//
+//	NODECRI_CRITEST_WEBSOCKET=1  streaming specs over websocket instead of SPDY
+//	NODECRI_CRITEST_ARGS="..."   more critest flags (-ginkgo.focus=..., -runtime-handler=NAME);
+//	                             the expected-pass list is then only reported
+package critest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/integration/daemon"
+	"github.com/nodecri/nodecri/integration/testimages"
+)
+
+// critestTimeout is ginkgo's suite timeout (a run takes 2-4 minutes
+// here): at it, ginkgo interrupts the specs still running and writes its
+// report. A minute later the harness kills what is left.
+const critestTimeout = 20 * time.Minute
+
+func TestCritest(t *testing.T) {
+	if os.Getenv("NODECRI_CRITEST") != "1" {
+		t.Skip("set NODECRI_CRITEST=1 (or run `make critest`) to run cri-tools' critest")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("critest needs root: the daemon runs containers")
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	binDir := filepath.Join(repo, "bin")
+	for _, b := range []string{"containerd", "runc", "containerd-shim-runc-v2", "critest", "ginkgo"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			t.Fatalf("%v: run `make critest`, which builds it", err)
+		}
+	}
+	out := filepath.Join(repo, "_output", "critest")
+	if err := os.RemoveAll(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := testimages.NewRegistry(t)
+	pushAll(t, reg, critestImages(t))
+	d := startDaemon(t, binDir, reg, out)
+
+	args := []string{
+		"-runtime-endpoint=unix://" + d.Layout.Socket,
+		"-image-endpoint=unix://" + d.Layout.Socket,
+		// ginkgo aborts on -parallel 1; above 1 critest execs the ginkgo CLI.
+		"-parallel=2",
+		"-ginkgo.junit-report=" + filepath.Join(out, "junit.xml"),
+		"-ginkgo.timeout=" + critestTimeout.String(),
+		"-ginkgo.no-color",
+	}
+	if os.Getenv("NODECRI_CRITEST_WEBSOCKET") == "1" {
+		args = append(args, "-websocket-exec", "-websocket-attach", "-websocket-portforward")
+	}
+	extra := strings.Fields(os.Getenv("NODECRI_CRITEST_ARGS"))
+	args = append(args, extra...)
+
+	r := &report{Critest: critestVersion(binDir), Args: args, Started: time.Now().UTC()}
+	runCritest(t, binDir, out, args)
+	r.Duration = time.Since(r.Started).Round(time.Second).String()
+
+	junit, err := os.ReadFile(filepath.Join(out, "junit.xml"))
+	if err != nil {
+		t.Fatalf("no JUnit report from critest (%v); its output is in %s", err, filepath.Join(out, "critest.log"))
+	}
+	if r.Specs, r.Setup, err = parseJUnit(junit); err != nil {
+		t.Fatal(err)
+	}
+	r.count()
+	if err := r.write(out); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, s := range r.Setup {
+		t.Logf("suite node failed: %s: %s", s.Name, reason(s.Message))
+	}
+	// One line a failed spec, grouped by reason; summary.txt has the rest.
+	for _, g := range byReason(r.Specs) {
+		t.Logf("%d failed: %s\n  %s", len(g.Specs), g.Reason, strings.Join(g.Specs, "\n  "))
+	}
+	compareExpected(t, r.Specs, len(extra) > 0, out)
+	t.Logf("critest %s took %s; results in %s", r.Critest, r.Duration, out)
+	t.Log(r.countsLine())
+}
+
+// startDaemon runs bin/containerd on a folder of its own with a pod
+// network, every registry critest names mirrored to reg, and the layout's
+// runtime handlers. At the end it removes leftover pods, stops the daemon by
+// PID and deletes the bridge, also when the test fails; the daemon's log is
+// copied to out.
+func startDaemon(t *testing.T, binDir string, reg *testimages.Registry, out string) *daemon.Daemon {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nodecri-critest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MkdirTemp's 0700 would keep the root of a user-namespaced pod, an
+	// unprivileged host UID, from reaching its rootfs under state/.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	// One fixed network: critest binds fixed host ports (12000-12003), so
+	// two runs cannot share a machine anyway.
+	l := daemon.NewLayout(dir, binDir, "", daemon.Network{Name: "nodecri-critest", Bridge: "nccritest0", Subnet: "10.216.0.0/24"})
+	if err := l.WriteConflist(); err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(dir, "certs.d")
+	testimages.WriteHostsDir(t, hosts, reg.Addr, mirrored...)
+	l.CRI()["registry"] = map[string]any{"config_path": hosts}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := daemon.Start(ctx, filepath.Join(binDir, "containerd"), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		removePods(t, d)
+		if err := d.Stop(); err != nil {
+			t.Errorf("stopping daemon (pid %d): %v", d.PID(), err)
+		}
+		sweep(t, l)
+		if b, err := os.ReadFile(d.LogPath); err == nil {
+			_ = os.WriteFile(filepath.Join(out, "containerd.log"), b, 0o644)
+		}
+		// The bridge plugin creates the bridge and never deletes it.
+		if _, err := os.Stat("/sys/class/net/" + l.Network.Bridge); err == nil {
+			if b, err := exec.Command("ip", "link", "delete", l.Network.Bridge).CombinedOutput(); err != nil {
+				t.Logf("ip link delete %s: %v: %s", l.Network.Bridge, err, b)
+			}
+		}
+		if t.Failed() {
+			t.Logf("daemon folder kept for inspection: %s", dir)
+			return
+		}
+		removeUnlessMounted(t, dir)
+	})
+	return d
+}
+
+// sweep ends what the daemon left behind when it could not remove its
+// pods: the containers in its runtime roots, the shims serving it (found
+// by their -address) and the mounts below its folder.
+func sweep(t *testing.T, l *daemon.Layout) {
+	runtimes, _ := l.CRI()["containerd"].(map[string]any)["runtimes"].(map[string]any)
+	for _, rt := range runtimes {
+		opts, _ := rt.(map[string]any)["options"].(map[string]any)
+		bin, _ := opts["BinaryName"].(string)
+		root, _ := opts["Root"].(string)
+		// The shim keeps one runtime root per containerd namespace.
+		namespaces, _ := filepath.Glob(filepath.Join(root, "*"))
+		for _, ns := range namespaces {
+			out, _ := exec.Command(bin, "--root", ns, "list", "-q").Output()
+			for _, id := range strings.Fields(string(out)) {
+				b, err := exec.Command(bin, "--root", ns, "delete", "--force", id).CombinedOutput()
+				t.Logf("leftover container %s deleted: %v %s", id, err, bytes.TrimSpace(b))
+			}
+		}
+	}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte("\x00-address\x00"+l.Socket+"\x00")) {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				t.Logf("leftover shim %d killed: %v", pid, syscall.Kill(pid, syscall.SIGKILL))
+			}
+		}
+	}
+	mounts := mountsBelow(l.Dir)
+	for i := len(mounts) - 1; i >= 0; i-- { // innermost first
+		t.Logf("leftover mount %s unmounted: %v", mounts[i], syscall.Unmount(mounts[i], syscall.MNT_DETACH))
+	}
+}
+
+// mountsBelow lists the mount points below dir, in mount order.
+func mountsBelow(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// The fifth field is the mount point.
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	return mounts
+}
+
+// removeUnlessMounted removes dir unless something is still mounted below
+// it (a container or a spec cut short), which RemoveAll would descend into.
+func removeUnlessMounted(t *testing.T, dir string) {
+	if mounts := mountsBelow(dir); len(mounts) > 0 {
+		t.Logf("%s kept: %s is still mounted", dir, mounts[0])
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Logf("removing %s: %v", dir, err)
+	}
+}
+
+// removePods stops and removes the pods critest left behind (after an
+// interrupted run), so that no container outlives the daemon.
+func removePods(t *testing.T, d *daemon.Daemon) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return // ListPodSandbox is not implemented yet, or the daemon is gone
+	}
+	for _, p := range pods.Items {
+		_, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id})
+		if err == nil {
+			_, err = d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
+		}
+		t.Logf("leftover pod %s (%s) removed: %v", p.Id, p.GetMetadata().GetName(), err)
+	}
+}
+
+// runCritest runs bin/critest with args, its output going to critest.log
+// in out. critest execs the ginkgo CLI, which runs two more critest
+// processes: they all get a process group of their own, so that nothing is
+// left running afterwards, even when ginkgo's own timeout did not end them.
+func runCritest(t *testing.T, binDir, out string, args []string) {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(out, "critest.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), critestTimeout+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "critest"), args...)
+	cmd.Dir = out
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// critest leaves a folder in TMPDIR per run (and its specs their
+	// host paths): give it one that is removed afterwards.
+	tmp, err := os.MkdirTemp("", "nodecri-critest-tmp-")
+	if err == nil {
+		// Searchable, as /tmp is, for host paths mounted into
+		// user-namespaced pods.
+		err = os.Chmod(tmp, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeUnlessMounted(t, tmp)
+	// ginkgo is found on PATH.
+	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+
+	t.Logf("running critest %s (output: %s)", strings.Join(args, " "), logf.Name())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // whatever is left of the group
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Errorf("critest still running after %s: killed", critestTimeout+time.Minute)
+	case errors.As(err, &exit):
+		// Failed specs: the report says which.
+	case err != nil:
+		t.Fatalf("critest: %v", err)
+	}
+}
+
+// critestVersion asks bin/critest for its version ("critest version: v1.36.0").
+func critestVersion(binDir string) string {
+	b, _ := exec.Command(filepath.Join(binDir, "critest"), "-version").Output()
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "critest version: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// compareExpected fails the test for every spec of expected-pass.txt that
+// did not pass, and names the specs that pass without being listed. With
+// informational set (a focused or otherwise changed run), lost specs are
+// only reported.
+func compareExpected(t *testing.T, specs []spec, informational bool, out string) {
+	t.Helper()
+	expected, err := readList("expected-pass.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]spec{}
+	for _, s := range specs {
+		states[s.Name] = s
+	}
+	report := t.Errorf
+	if informational {
+		report = t.Logf
+		t.Log("NODECRI_CRITEST_ARGS is set: the expected-pass list is not enforced")
+	}
+	for _, name := range expected {
+		s, ok := states[name]
+		switch {
+		case !ok:
+			report("lost: %s: not run", name)
+		case s.State != "passed":
+			report("lost: %s: %s: %s", name, s.State, reason(s.Message))
+		}
+	}
+	var added []string
+	for _, s := range specs {
+		if s.State == "passed" && !slices.Contains(expected, s.Name) {
+			added = append(added, s.Name)
+		}
+	}
+	if len(added) > 0 {
+		t.Logf("%d specs pass that expected-pass.txt does not list; add them (cp %s integration/critest/expected-pass.txt):\n  %s",
+			len(added), filepath.Join(out, "passed.txt"), strings.Join(added, "\n  "))
+	}
+}
