@@ -282,3 +282,15 @@ func TestParseJUnit(t *testing.T) {
 		}
 	}
 }
+
+func TestRerunHelpers(t *testing.T) {
+	re := regexp.MustCompile(focusRegexp([]string{"[k8s.io] Image Manager should pull (tag) [Serial]", "a.b"}))
+	if !re.MatchString("[k8s.io] Image Manager should pull (tag)") || !re.MatchString("a.b") || re.MatchString("axb") {
+		t.Errorf("focus %q", re)
+	}
+	first := []spec{{Name: "x", State: "failed", Message: "timedout"}, {Name: "y", State: "passed"}}
+	got := mergeRerun(t, first, []spec{{Name: "x", State: "passed"}})
+	if got[0].State != "passed" || got[1].State != "passed" {
+		t.Errorf("merged %+v", got)
+	}
+}
