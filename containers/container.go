@@ -86,6 +86,9 @@ type Container struct {
 	started chan struct{}   // closed once Start has recorded its outcome
 	exited  chan struct{}   // closed once the task's exit is recorded
 	task    containerd.Task // while running
+	// attach is the output fan-out and stdin pipe of the task start()
+	// made; nil for a task it did not make (see stream.go).
+	attach *attachIO
 }
 
 // Status returns a copy of the container's state.

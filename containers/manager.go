@@ -48,6 +48,7 @@ type Options struct {
 	Sandboxes      *sandbox.Manager
 	MaxLogLineSize int
 	EnableCDI      bool
+	RootDir        string // the plugin's root: per-container folders
 	RestrictOOM    bool
 	Namespace      string
 }
@@ -142,8 +143,21 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if dir, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
 		c.LogPath = filepath.Join(dir, p)
 	}
+	defer func() {
+		if retErr != nil {
+			cctx, cancel := m.background()
+			defer cancel()
+			if err := m.releaseImageVolumes(cctx, id, h.Snapshotter); err != nil {
+				log.G(ctx).WithError(err).WithField("container", id).Warn("releasing image volumes of a failed CreateContainer")
+			}
+		}
+	}()
+	mounts, err := m.mountImageVolumes(ctx, id, h.Snapshotter, cfg.GetMounts())
+	if err != nil {
+		return err
+	}
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
-		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI})
+		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -255,7 +269,13 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 		c.mu.Unlock()
 		stdout, stderr = lf.Writer("stdout"), lf.Writer("stderr")
 	}
-	ioOpts := []cio.Opt{cio.WithStreams(nil, stdout, stderr)}
+	// Attach (stream.go): the output also fans out to attached clients,
+	// and a container created with stdin reads it from a pipe they feed.
+	aio := newAttachIO(c.Config, stdout, stderr)
+	c.mu.Lock()
+	c.attach = aio
+	c.mu.Unlock()
+	ioOpts := []cio.Opt{cio.WithStreams(aio.streams())}
 	if c.Config.GetTty() {
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
@@ -300,7 +320,10 @@ func (m *Manager) closeLog(c *Container) {
 	c.mu.Lock()
 	lf := c.log
 	c.log = nil
+	aio := c.attach
 	c.mu.Unlock()
+	// The output is over: attached clients get the rest, then EOF.
+	aio.close()
 	if lf != nil {
 		lf.Close()
 	}
@@ -466,9 +489,20 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	m.closeLog(c)
+	if err := m.releaseImageVolumes(ctx, c.ID, m.snapshotterOf(c)); err != nil {
+		return err
+	}
 	m.store.Delete(c)
 	m.names.Release(c.Name, c.ID)
 	return nil
+}
+
+// snapshotterOf is the snapshotter of c's runtime handler.
+func (m *Manager) snapshotterOf(c *Container) string {
+	if h, err := m.Runtimes.Get(m.handlerOf(c)); err == nil {
+		return h.Snapshotter
+	}
+	return m.Runtimes.Default().Snapshotter
 }
 
 // StopAll stops a pod's containers at once, before its sandbox stops.

@@ -38,6 +38,8 @@ type specInput struct {
 	handler     *runtimes.Handler
 	restrictOOM bool
 	enableCDI   bool
+	// mounts are the request's, image volumes already turned into binds.
+	mounts []*runtimeapi.Mount
 }
 
 // containerSpec lists the options that make a container's spec.
@@ -48,7 +50,7 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 		withProcess(in.cfg, in.image),
 		withPodNamespaces(in.sandbox, in.pausePid, sc.GetNamespaceOptions()),
 		withPodFiles(in.cfg, in.files, in.sandbox),
-		withCRIMounts(in.cfg.GetMounts()),
+		withCRIMounts(in.mounts),
 		withDevices(in.cfg.GetDevices()),
 		spec.WithCgroupsPath(in.sandbox.Config.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
 		withResources(lc.GetResources()),
@@ -204,9 +206,6 @@ func withPodFiles(cfg *runtimeapi.ContainerConfig, f sandbox.Files, sb *sandbox.
 func withCRIMounts(mounts []*runtimeapi.Mount) oci.SpecOpts {
 	return func(ctx context.Context, cl oci.Client, c *containers.Container, s *oci.Spec) error {
 		for _, m := range mounts {
-			if m.GetImage() != nil {
-				return fmt.Errorf("image volumes are not supported yet: mount %s", m.ContainerPath)
-			}
 			dst := filepath.Clean(m.ContainerPath)
 			opts := []string{"rbind"}
 			switch m.Propagation {

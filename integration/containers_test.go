@@ -5,16 +5,19 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/integration/daemon"
+	"github.com/nodecri/nodecri/integration/testimages"
 	"github.com/nodecri/nodecri/logs"
 )
 
@@ -403,4 +406,53 @@ func TestCDIDevice(t *testing.T) {
 	if _, err := p.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: bad}); err == nil {
 		t.Error("an unknown CDI device was accepted")
 	}
+}
+
+// An image mounted as a volume (Mount.image) is read-only in the
+// container, and removing the container unmounts it and drops its view.
+func TestImageVolume(t *testing.T) {
+	reg := testimages.NewRegistry(t)
+	reg.Push(t, "pause", "3.10.2", testimages.Pause(t))
+	reg.Push(t, "library/busybox", "1.36", testimages.Busybox(t))
+	reg.Push(t, "library/data", "1", testimages.Build(t, v1.Config{}, []testimages.File{{Path: "data/hello", Mode: 0o644, Content: []byte("from-image-volume\n")}}))
+	l := newLayout(t, false)
+	withRegistry(t, l, reg)
+	l.WriteConflist()
+	d := start(t, l)
+	mustPull(t, d, "busybox:1.36")
+	mustPull(t, d, "data:1")
+	cfg := podConfig(l, "imgvol")
+	p := &pod{d: d, l: l, id: runPod(t, d, cfg), cfg: cfg}
+	before := countHost(t, l)
+
+	c := busybox("reader", "sleep", "1000")
+	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: "data:1"}}}
+	id := p.run(t, c)
+	if got := p.mustExec(t, id, "cat", "/vol/data/hello"); got != "from-image-volume\n" {
+		t.Errorf("image volume content %q", got)
+	}
+	if r, _ := p.exec(t, id, 5, "touch", "/vol/x"); r == nil || r.ExitCode == 0 {
+		t.Error("image volume is writable")
+	}
+	if _, err := d.Runtime.RemoveContainer(ctxT(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), id+"-imgvol-") {
+		t.Error("image volume still mounted after RemoveContainer")
+	}
+	if after := countHost(t, l); after != before {
+		t.Errorf("after removal: %+v, want %+v", after, before)
+	}
+	if strings.Contains(ctrSnapshots(t, l), id) {
+		t.Error("image volume view left behind")
+	}
+}
+
+func ctrSnapshots(t *testing.T, l *daemon.Layout) string {
+	out, err := exec.Command(filepath.Join(binDir, "ctr"), "--address", l.Socket, "-n", "k8s.io", "snapshots", "ls").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
+	"github.com/nodecri/nodecri/streaming"
 )
 
 // ID is the plugin's ID; with its type it is the section name operators
@@ -142,6 +143,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Sandboxes:      sandboxes,
 		MaxLogLineSize: cfg.MaxContainerLogLineSize,
 		EnableCDI:      cfg.EnableCDI,
+		RootDir:        rootDir,
 		RestrictOOM:    cfg.RestrictOOMScoreAdj,
 		Namespace:      config.Namespace,
 	})
@@ -176,6 +178,24 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),
 	})
+	// Streaming (exec, attach, port-forward): listen now, so a bad address
+	// or a taken port fails the plugin; serve for the daemon's life.
+	st, err := streaming.New(streaming.Options{
+		Address:  cfg.StreamServerAddress,
+		Port:     cfg.StreamServerPort,
+		TLS:      cfg.EnableTLSStreaming,
+		CertFile: cfg.X509KeyPairStreaming.TLSCertFile,
+		KeyFile:  cfg.X509KeyPairStreaming.TLSKeyFile,
+	}, ctrs)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := st.Serve(ctx); err != nil {
+			log.G(ctx).WithError(err).Error("streaming server stopped")
+		}
+	}()
+	svc.SetStreaming(st)
 	for _, h := range rts.All() {
 		log.G(ctx).WithFields(log.Fields{
 			"handler": h.Name, "type": h.Type, "snapshotter": h.Snapshotter,
