@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/nodecri/nodecri/integration/daemon"
 )
 
@@ -83,15 +85,33 @@ func start(t testing.TB, l *daemon.Layout) *daemon.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- %s (tail) ---\n%s", d.LogPath, d.LogTail(30))
-		}
-		if err := d.Stop(); err != nil {
-			t.Errorf("stopping daemon: %v", err)
-		}
-	})
+	t.Cleanup(func() { stopDaemon(t, d) })
 	return d
+}
+
+// stopDaemon removes every pod the test left, then stops the daemon by
+// PID: shims, containers and their iptables rules outlive containerd, and
+// a leftover hostPort rule would capture a later test's port.
+func stopDaemon(t testing.TB, d *daemon.Daemon) {
+	if t.Failed() {
+		t.Logf("--- %s (tail) ---\n%s", d.LogPath, d.LogTail(30))
+	}
+	select {
+	case <-d.Exited():
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if list, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+			for _, sb := range list.Items {
+				if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+					t.Errorf("removing leftover pod %s: %v", sb.Id, err)
+				}
+			}
+		}
+	}
+	if err := d.Stop(); err != nil {
+		t.Errorf("stopping daemon: %v", err)
+	}
 }
 
 func freeAddr(t testing.TB) string {

@@ -40,7 +40,7 @@ func testRestart(t *testing.T, crash bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d2.Stop() })
+	t.Cleanup(func() { stopDaemon(t, d2) })
 	p.d = d2
 
 	st, _ := podStatus(t, d2, p.id)
