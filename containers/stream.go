@@ -87,18 +87,19 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 		}
 	}
 
-	// The process's stdin is closed when the client's ends (a pipe like
-	// `echo x | kubectl exec -i cat` must see EOF). cio only closes its
-	// own end of the fifo; the shim holds another until CloseIO.
 	// Without a terminal the shim opens both output fifos or fails: a
 	// stream the client did not ask for is discarded.
-	if !tty && (stdout == nil) != (stderr == nil) {
+	if !tty {
 		if stdout == nil {
 			stdout = nopCloser{io.Discard}
-		} else {
+		}
+		if stderr == nil {
 			stderr = nopCloser{io.Discard}
 		}
 	}
+	// The process's stdin is closed when the client's ends (a pipe like
+	// `echo x | kubectl exec -i cat` must see EOF). cio only closes its
+	// own end of the fifo; the shim holds another until CloseIO.
 	var in io.Reader
 	stdinEnded := make(chan struct{})
 	if stdin != nil {

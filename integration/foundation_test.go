@@ -284,7 +284,7 @@ func TestImageFsInfo(t *testing.T) {
 func TestUnimplementedRPCs(t *testing.T) {
 	d := start(t, newLayout(t, false))
 	ctx := ctxT(t)
-	_, err1 := d.Runtime.Exec(ctx, &runtimeapi.ExecRequest{})
+	_, err1 := d.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
 	_, err2 := d.Runtime.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
 	_, err3 := d.Runtime.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 	for i, err := range []error{err1, err2, err3} {

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/streaming"
+	"github.com/nodecri/nodecri/validate"
+)
+
+// streamServers holds each Service's streaming server, set by the plugin
+// once it listens. It is kept here rather than in Service so that the
+// streaming RPCs stay in this one file.
+var streamServers sync.Map // *Service → *streaming.Server
+
+// SetStreaming gives the service the streaming server whose URLs Exec,
+// Attach and PortForward hand out.
+func (s *Service) SetStreaming(st *streaming.Server) { streamServers.Store(s, st) }
+
+func (s *Service) streaming() (*streaming.Server, error) {
+	if st, ok := streamServers.Load(s); ok {
+		return st.(*streaming.Server), nil
+	}
+	return nil, fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
+}
+
+// runningContainer resolves id (or a unique prefix) to a running
+// container's full ID: the URL is only worth handing out for one.
+func (s *Service) runningContainer(id string) (string, error) {
+	c, err := s.Containers.Store().Get(id)
+	if err != nil {
+		return "", err
+	}
+	if st := c.Status(); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return "", fmt.Errorf("container %s is not running (%s): %w", c.ID, st.State, errdefs.ErrFailedPrecondition)
+	}
+	return c.ID, nil
+}
+
+func (s *runtimeService) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	if err := validate.Exec(req); err != nil {
+		return nil, err
+	}
+	st, err := s.streaming()
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.runningContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	req = proto.CloneOf(req)
+	req.ContainerId = id
+	return st.GetExec(req)
+}
+
+func (s *runtimeService) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	if err := validate.Attach(req); err != nil {
+		return nil, err
+	}
+	st, err := s.streaming()
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.runningContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	req = proto.CloneOf(req)
+	req.ContainerId = id
+	return st.GetAttach(req)
+}
+
+func (s *runtimeService) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	if err := validate.PortForward(req); err != nil {
+		return nil, err
+	}
+	st, err := s.streaming()
+	if err != nil {
+		return nil, err
+	}
+	sb, err := s.Sandboxes.Store().Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if state := sb.Status().State; state != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return nil, fmt.Errorf("sandbox %s is not ready (%s): %w", sb.ID, state, errdefs.ErrFailedPrecondition)
+	}
+	req = proto.CloneOf(req)
+	req.PodSandboxId = sb.ID
+	return st.GetPortForward(req)
+}
