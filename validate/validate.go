@@ -133,6 +133,7 @@ func ID(field, id string) error {
 	}
 	return nil
 }
+
 // imageRef checks an image reference; where the RPC accepts one, an image
 // ID or a unique prefix of one is accepted too.
 func imageRef(field, ref string, idOK bool) error {
