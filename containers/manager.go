@@ -439,7 +439,7 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 		if err != nil {
 			sig = syscall.SIGTERM
 		}
-		if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+		if err := task.Kill(ctx, sig); err != nil && !runtimes.TaskGone(err) {
 			return fmt.Errorf("signal container %s: %w", c.ID, err)
 		}
 		select {
@@ -450,8 +450,21 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 			return ctx.Err()
 		}
 	}
-	if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("kill container %s: %w", c.ID, err)
+	if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
+		if !runtimes.TaskGone(err) {
+			return fmt.Errorf("kill container %s: %w", c.ID, err)
+		}
+		// Exited on its own: its exit handling (which deletes the task and
+		// lets the shim go) is under way, or the shim died with it.
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(ioDrainTimeout + 3*time.Second):
+			m.handleExit(c, events.Exit{ContainerID: c.ID, Status: 255, At: time.Now()})
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	select {
 	case <-exited:

@@ -426,16 +426,19 @@ func (m *Manager) killPause(ctx context.Context, id string) error {
 		return fmt.Errorf("wait pause task: %w", err)
 	}
 	if err == nil {
-		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("kill pause task: %w", err)
-		}
-		select {
-		case <-exited:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
+			if !runtimes.TaskGone(err) {
+				return fmt.Errorf("kill pause task: %w", err)
+			}
+		} else {
+			select {
+			case <-exited:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
-	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !runtimes.TaskGone(err) {
 		return fmt.Errorf("delete pause task: %w", err)
 	}
 	return nil
