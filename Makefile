@@ -52,3 +52,8 @@ critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/contai
 	@rm -f _output/critest/summary.txt
 	@rc=0; NODECRI_CRITEST=1 $(GO) test -count=1 -timeout 30m -run TestCritest -v ./integration/critest/ || rc=$$?; \
 	  tail -n 1 _output/critest/summary.txt 2>/dev/null; exit $$rc
+
+.PHONY: bench
+bench: deps build ## Benchmark bin/containerd against upstream containerd's CRI (same version) in one run
+	./hack/upstream.sh
+	NODECRI_BENCH=1 $(GO) test -count=1 -timeout 60m -run TestBench -v ./integration/bench/
