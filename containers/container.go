@@ -79,13 +79,16 @@ type Container struct {
 
 	opMu sync.Mutex // serialises Start, Stop and Remove
 
-	mu      sync.Mutex
-	status  Status
-	oom     bool
-	log     *logs.File
-	started chan struct{}   // closed once Start has recorded its outcome
-	exited  chan struct{}   // closed once the task's exit is recorded
-	task    containerd.Task // while running
+	mu     sync.Mutex
+	status Status
+	oom    bool
+	// exitUnknown: recovery found the task gone without an exit; a late
+	// exit or delete event from the shim may still tell the real code.
+	exitUnknown bool
+	log         *logs.File
+	started     chan struct{}   // closed once Start has recorded its outcome
+	exited      chan struct{}   // closed once the task's exit is recorded
+	task        containerd.Task // while running
 	// attach is the output fan-out and stdin pipe of the task start()
 	// made; nil for a task it did not make (see stream.go).
 	attach *attachIO

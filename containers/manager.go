@@ -336,7 +336,44 @@ func (m *Manager) OnExit(_ context.Context, e events.Exit) {
 	if err != nil {
 		return
 	}
+	if m.adoptLateExit(c, e) {
+		return
+	}
 	go m.handleExit(c, e)
+}
+
+// OnTaskDelete learns the exit of a container whose task containerd
+// deleted while it booted (see events.DeleteHandler).
+func (m *Manager) OnTaskDelete(_ context.Context, e events.Exit) {
+	if c, err := m.store.Get(e.ContainerID); err == nil {
+		m.adoptLateExit(c, e)
+	}
+}
+
+// adoptLateExit records e as the exit of a container recovery had to
+// report as unknown, and says whether it did.
+func (m *Manager) adoptLateExit(c *Container, e events.Exit) bool {
+	c.mu.Lock()
+	if !c.exitUnknown {
+		c.mu.Unlock()
+		return false
+	}
+	c.exitUnknown = false
+	c.status.ExitCode = int32(e.Status)
+	c.status.FinishedAt = e.At
+	c.status.Message = ""
+	c.status.Reason = ReasonError
+	if e.Status == 0 {
+		c.status.Reason = ReasonCompleted
+	}
+	c.mu.Unlock()
+	ctx, cancel := m.background()
+	defer cancel()
+	log.G(ctx).WithFields(log.Fields{"container": c.ID, "status": e.Status}).Info("exit while containerd was down learned from the shim")
+	if err := m.persist(ctx, c); err != nil {
+		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("recording late exit")
+	}
+	return true
 }
 
 func (m *Manager) handleExit(c *Container, e events.Exit) {

@@ -80,8 +80,13 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 	switch {
 	case errdefs.IsNotFound(err):
 		if c.status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			// Its task is gone with no exit recorded (the shim died too):
+			// Its task is gone with no exit recorded: containerd deletes,
+			// while it boots, the task of a container that exited while it
+			// was down, before any plugin can read the code. The shim
+			// then re-sends that exit once containerd serves (see
+			// adoptLateExit); until then, and for good if the shim died,
 			// the code is unknown.
+			c.exitUnknown = true
 			c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
 			c.status.FinishedAt = time.Now()
 			c.status.ExitCode = 255

@@ -32,6 +32,15 @@ type Handler interface {
 	OnOOM(ctx context.Context, e OOM)
 }
 
+// DeleteHandler is told, if its Handler implements it, of a task's
+// deletion with the exit it recorded. containerd deletes, while it boots,
+// the tasks of containers that exited while it was down, before any plugin
+// can ask; the shim's delete event, delivered once containerd serves, is
+// then the only record of their exit code.
+type DeleteHandler interface {
+	OnTaskDelete(ctx context.Context, e Exit)
+}
+
 // Pipeline dispatches task events by container ID.
 type Pipeline struct {
 	client *containerd.Client
@@ -63,7 +72,7 @@ func (p *Pipeline) Unwatch(id string) {
 // exits must not be missed. Events are handled until ctx ends.
 func (p *Pipeline) Subscribe(ctx context.Context) {
 	ns, _ := namespaces.Namespace(ctx)
-	evs, errs := p.client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="/tasks/oom"`)
+	evs, errs := p.client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="/tasks/oom"`, `topic=="/tasks/delete"`)
 	go func() {
 		for {
 			select {
@@ -107,6 +116,11 @@ func (p *Pipeline) dispatch(ctx context.Context, ev any) {
 		}
 		if h := p.handler(ev.ContainerID); h != nil {
 			h.OnExit(ctx, Exit{ContainerID: ev.ContainerID, Pid: ev.Pid, Status: ev.ExitStatus, At: ev.ExitedAt.AsTime()})
+		}
+	case *eventstypes.TaskDelete:
+		// Only init processes' deletions are published.
+		if h, ok := p.handler(ev.ContainerID).(DeleteHandler); ok {
+			h.OnTaskDelete(ctx, Exit{ContainerID: ev.ContainerID, Pid: ev.Pid, Status: ev.ExitStatus, At: ev.ExitedAt.AsTime()})
 		}
 	case *eventstypes.TaskOOM:
 		if h := p.handler(ev.ContainerID); h != nil {

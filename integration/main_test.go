@@ -132,14 +132,21 @@ func ctxT(t testing.TB) context.Context {
 // eventually waits up to 5 s for cond, the readiness budget the CRI gives.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	eventuallyWithin(t, 5*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with a longer wait, for what depends on
+// another process's retries.
+func eventuallyWithin(t *testing.T, wait time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
 	for {
 		ok, last := cond()
 		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 5s: %s (last: %s)", what, last)
+			t.Fatalf("after %v: %s (last: %s)", wait, what, last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
