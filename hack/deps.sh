@@ -81,7 +81,7 @@ if [ ! -x "$BIN/prometheus" ] || [ ! -x "$BIN/promtool" ]; then
   echo "deps: prometheus and promtool from $(basename "$deb")"
   dpkg -x "$deb" "$tmp/x"
   install -m 0755 "$tmp/x/usr/bin/prometheus" "$tmp/x/usr/bin/promtool" "$BIN/"
-  dpkg-deb -f "$deb" Version > "$BIN/.prometheus.version"
+  dpkg-deb -f "$deb" Version > "$BIN/.prometheus.version" # a record only: any 2.x will do
 fi
 
 echo "deps: ok ($BIN: $(cd "$BIN" && ls | tr '\n' ' '))"
