@@ -19,7 +19,7 @@ build: ## Build bin/containerd (containerd with nodecri as its CRI plugin)
 	$(GO) build -o $(BIN)/containerd ./cmd/containerd
 
 .PHONY: deps
-deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables
+deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables, prometheus+promtool
 	./hack/deps.sh
 
 .PHONY: test
