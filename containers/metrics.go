@@ -16,7 +16,7 @@ var (
 	opDurations = Metrics.NewLabeledTimer("operation_duration", "container create/start/stop/remove duration by runtime handler", "operation", "runtime_handler")
 )
 
-var containersDesc = Metrics.NewDesc("containers", "containers by state (created, running, exited, unknown)", metrics.Unit(""), "state")
+var containersDesc = Metrics.NewDesc("by_state", "containers by state (created, running, exited, unknown)", metrics.Unit(""), "state")
 
 // StateCollector counts st's containers by state when scraped: the store
 // is the truth, so no gauge has to be kept in step with it. Every state is

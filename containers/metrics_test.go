@@ -19,7 +19,7 @@ func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 	}
 	out := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "nodecri_containers_containers" || mf.GetType().String() != "GAUGE" {
+		if mf.GetName() != "nodecri_containers_by_state" || mf.GetType().String() != "GAUGE" {
 			t.Fatalf("unexpected family %s %s", mf.GetName(), mf.GetType())
 		}
 		for _, m := range mf.GetMetric() {

@@ -52,9 +52,9 @@ func TestPrometheusScrapesOurSeries(t *testing.T) {
 		nodecri_sandbox_run_phase_duration_seconds_sum{phase!="total"})`, 4)
 	prom.expect(t, `nodecri_sandbox_pods{state="ready"}`, 1)
 	prom.expect(t, `nodecri_sandbox_pods{state="notready"}`, 0)
-	prom.expect(t, `nodecri_containers_containers{state="running"}`, 1)
-	prom.expect(t, `nodecri_containers_containers{state="exited"}`, 1)
-	prom.expect(t, `nodecri_containers_containers{state="created"}`, 0)
+	prom.expect(t, `nodecri_containers_by_state{state="running"}`, 1)
+	prom.expect(t, `nodecri_containers_by_state{state="exited"}`, 1)
+	prom.expect(t, `nodecri_containers_by_state{state="created"}`, 0)
 	prom.expect(t, `nodecri_containers_exits_total{reason="Completed"}`, 1)
 	prom.expect(t, `sum(nodecri_containers_operation_duration_seconds_count{operation="start",runtime_handler="runc"})`, 2)
 	prom.expect(t, `nodecri_cni_operations_total{operation="add"}`, 1)
@@ -67,7 +67,7 @@ func TestPrometheusScrapesOurSeries(t *testing.T) {
 	}
 	prom.waitFor(t, `nodecri_sandbox_pods{state="notready"}`, 1)
 	prom.expect(t, `nodecri_sandbox_pods{state="ready"}`, 0)
-	prom.expect(t, `nodecri_containers_containers{state="exited"}`, 2)
+	prom.expect(t, `nodecri_containers_by_state{state="exited"}`, 2)
 	prom.expect(t, `nodecri_cni_operations_total{operation="del"}`, 1)
 }
 
