@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -103,7 +104,9 @@ func BenchmarkRecovery(b *testing.B) {
 		n = v
 	}
 	d, l := podEnv(b, withLogLevel("info"))
-	ctx := ctxT(b)
+	// Growing to 200 pods takes minutes on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	b.Cleanup(cancel)
 	if _, err := d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:1.36"}}); err != nil {
 		b.Fatal(err)
 	}
