@@ -41,15 +41,22 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 	st := sb.Status()
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatus(sb, st)}
 	if req.GetVerbose() {
-		info, err := json.Marshal(map[string]any{
-			"pid":            st.Pid,
+		// As for containers: no pid once the pause process is gone.
+		pid := uint32(0)
+		if st.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			pid = st.Pid
+		}
+		m := map[string]any{
+			"pid":            pid,
 			"netNamespace":   st.NetNSPath,
 			"network":        st.Network,
 			"cniResult":      st.CNIResult,
 			"runtimeHandler": sb.Handler,
 			"config":         sb.Config,
 			"image":          s.Config.SandboxImage,
-		})
+		}
+		s.addRecordInfo(ctx, sb.ID, m)
+		info, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox verbose info: %w", err)
 		}
@@ -60,6 +67,11 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 
 func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandboxStatus {
 	ip, more := st.Primary()
+	if st.Network != sandbox.NetworkReady {
+		// Torn down (stopped pod): the addresses went back to IPAM and
+		// may already be another pod's.
+		ip, more = "", nil
+	}
 	extra := make([]*runtimeapi.PodIP, 0, len(more))
 	for _, a := range more {
 		extra = append(extra, &runtimeapi.PodIP{Ip: a})
