@@ -73,6 +73,8 @@ default_runtime_name = "nope"`, "containerd.default_runtime_name", `"nope"`},
 		{`image_pull_progress_timeout = "5 minutes"`, "image_pull_progress_timeout", `"5 minutes"`},
 		{`stream_server_port = "http"`, "stream_server_port", `"http"`},
 		{`stats_collect_period = 0`, "stats_collect_period", "0"},
+		{`stats_sample_period = "10"`, "stats_sample_period", `"10"`},
+		{`stats_sample_period = "100ms"`, "stats_sample_period", `"100ms"`},
 		{`[containerd.runtimes.kata]
 runtime_path = "/x"`, "containerd.runtimes.kata.runtime_type", `""`},
 		{`[containerd.runtimes.runc.options]
