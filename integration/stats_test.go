@@ -202,6 +202,16 @@ func TestStatsListFilters(t *testing.T) {
 			t.Errorf("%s: code %s, want NotFound", name, c)
 		}
 	}
+	if _, err := p.d.Runtime.ContainerStats(ctxT(t), &runtimeapi.ContainerStatsRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ContainerStats without ID: %v, want InvalidArgument", err)
+	}
+	bad, err := p.d.Runtime.StreamContainerStats(ctxT(t), &runtimeapi.StreamContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: "../x"}})
+	if err == nil {
+		_, err = bad.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("StreamContainerStats with a bad ID: %v, want InvalidArgument", err)
+	}
 }
 
 // ListPodSandboxMetrics answers cAdvisor's names, described by

@@ -12,6 +12,7 @@ import (
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/stats"
+	"github.com/nodecri/nodecri/validate"
 )
 
 // Stats come from the stats collector's latest samples (see stats/); these
@@ -41,6 +42,10 @@ func (s *runtimeService) ListContainerStats(ctx context.Context, req *runtimeapi
 }
 
 func (s *runtimeService) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
+	// Streams skip the unary path's validation.
+	if err := validate.Request(req); err != nil {
+		return err
+	}
 	out, err := s.listContainerStats(stream.Context(), req.GetFilter())
 	if err != nil {
 		return err
@@ -164,6 +169,10 @@ func (s *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtimeap
 }
 
 func (s *runtimeService) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
+	// Streams skip the unary path's validation.
+	if err := validate.Request(req); err != nil {
+		return err
+	}
 	out, err := s.podStats(stream.Context(), s.statsSandboxes(req.GetFilter().GetId(), req.GetFilter().GetLabelSelector()))
 	if err != nil {
 		return err
@@ -293,7 +302,11 @@ func (s *runtimeService) ListPodSandboxMetrics(ctx context.Context, _ *runtimeap
 	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: out}, nil
 }
 
-func (s *runtimeService) StreamPodSandboxMetrics(_ *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
+func (s *runtimeService) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
+	// Streams skip the unary path's validation.
+	if err := validate.Request(req); err != nil {
+		return err
+	}
 	out, err := s.podMetrics(stream.Context())
 	if err != nil {
 		return err
