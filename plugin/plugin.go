@@ -29,6 +29,7 @@ import (
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
+	"github.com/nodecri/nodecri/stats"
 	"github.com/nodecri/nodecri/streaming"
 )
 
@@ -162,12 +163,20 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		// collector reports against what it described then.
 		sandbox.Metrics.Add(sandbox.StateCollector(sandboxes.Store()))
 		containers.Metrics.Add(containers.StateCollector(ctrs.Store()))
-		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics} {
+		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics, stats.Metrics} {
 			metrics.Register(ns)
 		}
 	})
 	go net.Run(ctx)
 	go fsinfo.Run(ctx)
+	collector := stats.New(stats.Options{
+		Tasks:        client.TaskService(),
+		Snapshotter:  client.SnapshotService,
+		Layers:       writableLayers(ic, sandboxes, ctrs, rts),
+		SamplePeriod: cfg.SamplePeriod(),
+		LayerPeriod:  cfg.StatsPeriod(),
+	})
+	go collector.Run(ctx)
 
 	svc := server.New(server.Options{
 		Config:            cfg,
@@ -178,6 +187,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Images:            imgs,
 		Sandboxes:         sandboxes,
 		Containers:        ctrs,
+		Stats:             collector,
 		RootDir:           rootDir,
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),
@@ -243,6 +253,32 @@ func snapshotterRoot(ic *plugin.InitContext, cfg *config.Config) (string, error)
 		}
 	}
 	return p.Meta.Exports["root"], nil
+}
+
+// writableLayers lists every container's writable layer for the stats
+// collector: the snapshot named by the container's ID, in its runtime
+// handler's snapshotter, whose root is the filesystem the kubelet is told.
+func writableLayers(ic *plugin.InitContext, sbs *sandbox.Manager, ctrs *containers.Manager, rts *runtimes.Set) func() []stats.Layer {
+	roots := map[string]string{}
+	for _, h := range rts.All() {
+		if p := ic.Plugins().Get(plugins.SnapshotPlugin, h.Snapshotter); p != nil {
+			roots[h.Snapshotter] = p.Meta.Exports["root"]
+		}
+	}
+	return func() []stats.Layer {
+		list := ctrs.Store().List("")
+		out := make([]stats.Layer, 0, len(list))
+		for _, c := range list {
+			h := rts.Default()
+			if sb, err := sbs.Store().Get(c.SandboxID); err == nil {
+				if sh, err := rts.Get(sb.Handler); err == nil {
+					h = sh
+				}
+			}
+			out = append(out, stats.Layer{ID: c.ID, Snapshotter: h.Snapshotter, Mountpoint: roots[h.Snapshotter]})
+		}
+		return out
+	}
 }
 
 // oneLine joins every config error into one log line.

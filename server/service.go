@@ -17,6 +17,7 @@ import (
 	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
+	"github.com/nodecri/nodecri/stats"
 )
 
 // Options are the service's dependencies, built by the plugin.
@@ -29,6 +30,7 @@ type Options struct {
 	Images     *images.Service
 	Sandboxes  *sandbox.Manager
 	Containers *containers.Manager
+	Stats      *stats.Collector
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.

@@ -70,6 +70,18 @@ func Request(req any) error {
 		if id := r.GetFilter().GetPodSandboxId(); id != "" {
 			return ID("filter.pod_sandbox_id", id)
 		}
+	case *runtimeapi.ContainerStatsRequest:
+		return ID("container_id", r.GetContainerId())
+	case *runtimeapi.ListContainerStatsRequest:
+		return containerStatsFilter(r.GetFilter())
+	case *runtimeapi.StreamContainerStatsRequest:
+		return containerStatsFilter(r.GetFilter())
+	case *runtimeapi.PodSandboxStatsRequest:
+		return ID("pod_sandbox_id", r.GetPodSandboxId())
+	case *runtimeapi.ListPodSandboxStatsRequest:
+		return optionalID("filter.id", r.GetFilter().GetId())
+	case *runtimeapi.StreamPodSandboxStatsRequest:
+		return optionalID("filter.id", r.GetFilter().GetId())
 	case *runtimeapi.PullImageRequest:
 		return imageRef("image", r.GetImage().GetImage(), false)
 	case *runtimeapi.ImageStatusRequest:
@@ -82,6 +94,20 @@ func Request(req any) error {
 		}
 	}
 	return nil
+}
+
+func optionalID(field, id string) error {
+	if id == "" {
+		return nil
+	}
+	return ID(field, id)
+}
+
+func containerStatsFilter(f *runtimeapi.ContainerStatsFilter) error {
+	if err := optionalID("filter.id", f.GetId()); err != nil {
+		return err
+	}
+	return optionalID("filter.pod_sandbox_id", f.GetPodSandboxId())
 }
 
 // Errorf returns an InvalidArgument error.

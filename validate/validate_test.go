@@ -42,3 +42,28 @@ func TestID(t *testing.T) {
 		}
 	}
 }
+
+func TestStatsRequests(t *testing.T) {
+	for _, ok := range []any{
+		&runtimeapi.ContainerStatsRequest{ContainerId: "abc"},
+		&runtimeapi.ListContainerStatsRequest{},
+		&runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: "abc", PodSandboxId: "def"}},
+		&runtimeapi.StreamPodSandboxStatsRequest{},
+		&runtimeapi.PodSandboxStatsRequest{PodSandboxId: "abc"},
+	} {
+		if err := Request(ok); err != nil {
+			t.Errorf("%v refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []any{
+		&runtimeapi.ContainerStatsRequest{},
+		&runtimeapi.PodSandboxStatsRequest{PodSandboxId: "../x"},
+		&runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: "a/b"}},
+		&runtimeapi.StreamContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: ".."}},
+		&runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: "a b"}},
+	} {
+		if err := Request(bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%v: got %v, want InvalidArgument", bad, err)
+		}
+	}
+}

@@ -36,6 +36,10 @@ type Config struct {
 	// StatsCollectPeriod is how often, in seconds, the snapshotter's usage
 	// behind ImageFsInfo is refreshed (its 1.x meaning).
 	StatsCollectPeriod int `toml:"stats_collect_period" json:"statsCollectPeriod"`
+	// StatsSamplePeriod is how often containers' CPU, memory and process
+	// counts are sampled from containerd's task metrics (ours, not 1.x's):
+	// a duration, e.g. "10s".
+	StatsSamplePeriod string `toml:"stats_sample_period" json:"statsSamplePeriod"`
 	// EnableCDI turns on Container Device Interface devices, found in
 	// CDISpecDirs.
 	EnableCDI   bool     `toml:"enable_cdi" json:"enableCDI"`
@@ -115,6 +119,7 @@ func Default() *Config {
 		ImagePullProgressTimeout: (5 * time.Minute).String(),
 		MaxConcurrentDownloads:   3,
 		StatsCollectPeriod:       10,
+		StatsSamplePeriod:        (10 * time.Second).String(),
 		EnableCDI:                true,
 		CDISpecDirs:              []string{"/etc/cdi", "/var/run/cdi"},
 		Containerd: ContainerdConfig{
@@ -197,6 +202,11 @@ func (c *Config) Validate() error {
 	}
 	if c.StatsCollectPeriod < 1 {
 		add(bad("stats_collect_period", c.StatsCollectPeriod, "must be at least 1 (seconds)"))
+	}
+	if d, err := time.ParseDuration(c.StatsSamplePeriod); err != nil {
+		add(bad("stats_sample_period", c.StatsSamplePeriod, "not a duration (e.g. \"10s\")"))
+	} else if d < time.Second {
+		add(bad("stats_sample_period", c.StatsSamplePeriod, "must be at least 1s"))
 	}
 	for _, d := range c.CDISpecDirs {
 		if !filepath.IsAbs(d) {
@@ -321,4 +331,10 @@ func (c *Config) PullProgressTimeout() time.Duration {
 // StatsPeriod is stats_collect_period as a duration.
 func (c *Config) StatsPeriod() time.Duration {
 	return time.Duration(c.StatsCollectPeriod) * time.Second
+}
+
+// SamplePeriod is stats_sample_period parsed.
+func (c *Config) SamplePeriod() time.Duration {
+	d, _ := time.ParseDuration(c.StatsSamplePeriod)
+	return d
 }

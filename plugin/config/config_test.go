@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -24,7 +25,7 @@ func TestDefaultsValidate(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	if c.SandboxImage != "registry.k8s.io/pause:3.10.2" || c.StreamServerPort != "0" || c.MaxContainerLogLineSize != 16384 ||
-		c.ImagePullProgressTimeout != "5m0s" || c.MaxConcurrentDownloads != 3 || c.StatsCollectPeriod != 10 ||
+		c.ImagePullProgressTimeout != "5m0s" || c.MaxConcurrentDownloads != 3 || c.StatsCollectPeriod != 10 || c.SamplePeriod() != 10*time.Second ||
 		c.Containerd.Snapshotter != "overlayfs" || c.Containerd.DefaultRuntimeName != "runc" ||
 		c.Containerd.Runtimes["runc"].Type != "io.containerd.runc.v2" || c.CNI.ConfDir != "/etc/cni/net.d" ||
 		c.CNI.BinDirs[0] != "/opt/cni/bin" || c.CNI.MaxConfNum != 1 {
@@ -73,6 +74,8 @@ default_runtime_name = "nope"`, "containerd.default_runtime_name", `"nope"`},
 		{`image_pull_progress_timeout = "5 minutes"`, "image_pull_progress_timeout", `"5 minutes"`},
 		{`stream_server_port = "http"`, "stream_server_port", `"http"`},
 		{`stats_collect_period = 0`, "stats_collect_period", "0"},
+		{`stats_sample_period = "10"`, "stats_sample_period", `"10"`},
+		{`stats_sample_period = "100ms"`, "stats_sample_period", `"100ms"`},
 		{`[containerd.runtimes.kata]
 runtime_path = "/x"`, "containerd.runtimes.kata.runtime_type", `""`},
 		{`[containerd.runtimes.runc.options]
