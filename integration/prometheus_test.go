@@ -65,10 +65,13 @@ func TestPrometheusScrapesOurSeries(t *testing.T) {
 	if _, err := p.d.Runtime.StopPodSandbox(ctxT(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
 		t.Fatal(err)
 	}
-	prom.waitFor(t, `nodecri_sandbox_pods{state="notready"}`, 1)
+	// CNI DEL is Stop's last step: a scrape that shows it was taken after
+	// the whole stop (one showing the pod not ready may have been taken
+	// as its pause died, before the network was torn down).
+	prom.waitFor(t, `nodecri_cni_operations_total{operation="del"}`, 1)
+	prom.expect(t, `nodecri_sandbox_pods{state="notready"}`, 1)
 	prom.expect(t, `nodecri_sandbox_pods{state="ready"}`, 0)
 	prom.expect(t, `nodecri_containers_by_state{state="exited"}`, 2)
-	prom.expect(t, `nodecri_cni_operations_total{operation="del"}`, 1)
 }
 
 // promtoolCheck lints the endpoint's output. Our series must be clean;

@@ -11,5 +11,5 @@ var (
 	// (snapshot usage of every container).
 	collectDuration = Metrics.NewLabeledTimer("collect_duration", "stats collection duration by kind (tasks, on_demand, layers)", "kind")
 	collectErrors   = Metrics.NewLabeledCounter("collect_errors", "failed stats collections by kind", "kind")
-	tasksSampled    = Metrics.NewGauge("tasks_sampled", "tasks in the latest periodic collection", metrics.Total)
+	tasksSampled    = Metrics.NewGauge("tasks_sampled", "tasks in the latest periodic collection", metrics.Unit(""))
 )
