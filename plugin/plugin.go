@@ -158,7 +158,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	}
 
 	registerMetrics.Do(func() {
-		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics} {
+		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics, events.Metrics} {
 			metrics.Register(ns)
 		}
 	})
@@ -178,6 +178,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),
 	})
+	// Lifecycle transitions become GetContainerEvents events from now on;
+	// no client could have subscribed to those of recovery.
+	sandboxes.SetNotifier(svc)
 	// Streaming (exec, attach, port-forward): listen now, so a bad address
 	// or a taken port fails the plugin; serve for the daemon's life.
 	st, err := streaming.New(streaming.Options{
