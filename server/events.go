@@ -2,14 +2,17 @@ package server
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"time"
 
+	"github.com/containerd/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/containers"
+	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/sandbox"
 )
 
@@ -29,7 +32,7 @@ func (s *runtimeService) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stre
 		// A dropped subscriber gets the error before any queued event.
 		select {
 		case <-sub.Done():
-			return sub.Err()
+			return dropped(ctx, sub)
 		default:
 		}
 		select {
@@ -38,11 +41,16 @@ func (s *runtimeService) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stre
 				return err
 			}
 		case <-sub.Done():
-			return sub.Err()
+			return dropped(ctx, sub)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+func dropped(ctx context.Context, sub *events.Subscription) error {
+	log.G(ctx).WithError(sub.Err()).Warn("GetContainerEvents subscriber dropped")
+	return sub.Err()
 }
 
 // Notify publishes a transition (sandbox.Notifier) with the pod's status
