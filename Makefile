@@ -12,14 +12,14 @@ INTEGRATION_TIMEOUT ?= 20m
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/containerd (containerd with nodecri as its CRI plugin)
 	$(GO) build -o $(BIN)/containerd ./cmd/containerd
 
 .PHONY: deps
-deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables
+deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables, prometheus+promtool
 	./hack/deps.sh
 
 .PHONY: test
@@ -57,3 +57,13 @@ critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/contai
 bench: deps build ## Benchmark bin/containerd against upstream containerd's CRI (same version) in one run
 	./hack/upstream.sh
 	NODECRI_BENCH=1 $(GO) test -count=1 -timeout 60m -run TestBench -v ./integration/bench/
+
+.PHONY: crictl-diff
+crictl-diff: deps build ## Same crictl session on bin/containerd and upstream's CRI; prints the normalised diff (_output/crictl-diff)
+	./hack/upstream.sh
+	@mkdir -p _output
+	@rc=0; NODECRI_CRICTL_DIFF=1 $(GO) test -count=1 -timeout 20m -run TestCrictlDiff -v ./integration/bench/ \
+	  > _output/crictl-diff.log 2>&1 || rc=$$?; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 _output/crictl-diff.log; exit $$rc; fi; \
+	  cat _output/crictl-diff/diff.txt; \
+	  echo "diff: _output/crictl-diff/diff.txt; transcripts: ours.txt, upstream.txt; raw output: raw/; log: _output/crictl-diff.log"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the companions every make target uses: containerd's shim and ctr at
 # the version go.mod pins, runc (with idmapped-mount support), crictl, and from
-# Debian: crun, the CNI plugins, iptables. Idempotent: present tools are kept.
+# Debian: crun, the CNI plugins, iptables, and the prometheus and promtool
+# binaries. Idempotent: present tools are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/bin"
@@ -60,4 +61,27 @@ if want crictl "$CRI_TOOLS_VERSION"; then
     -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl)
   stamp crictl "$CRI_TOOLS_VERSION"
 fi
+# Prometheus and promtool, for integration/prometheus_test.go. Only the two
+# binaries are taken out of Debian's package (apt-get download + dpkg -x),
+# never installed: the package's maintainer scripts add a system user and
+# enable and start a service on :9090 (invoke-rc.d now, and at every boot
+# under sysvinit, with or without systemd), and it drags in a dozen JS
+# packages for the web UI. A policy-rc.d would stop only the start now, is
+# host-wide (it also silences other packages' services, and must not
+# clobber one already there), and leaves the boot-time service behind. The
+# binaries link only libc; the test runs them with its own port and data dir.
+if [ ! -x "$BIN/prometheus" ] || [ ! -x "$BIN/promtool" ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt when it can
+  # A fresh machine may have no package lists yet.
+  (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null) ||
+    { apt-get update -qq && (cd "$tmp" && apt-get download -qq prometheus); }
+  deb=$(ls "$tmp"/prometheus_*.deb)
+  echo "deps: prometheus and promtool from $(basename "$deb")"
+  dpkg -x "$deb" "$tmp/x"
+  install -m 0755 "$tmp/x/usr/bin/prometheus" "$tmp/x/usr/bin/promtool" "$BIN/"
+  dpkg-deb -f "$deb" Version > "$BIN/.prometheus.version" # a record only: any 2.x will do
+fi
+
 echo "deps: ok ($BIN: $(cd "$BIN" && ls | tr '\n' ' '))"

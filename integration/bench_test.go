@@ -1,14 +1,19 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/integration/daemon"
 )
 
 // BenchmarkRunPodSandbox times RunPodSandbox to Ready on a bridge network,
@@ -85,4 +90,79 @@ func report(b *testing.B, samples []time.Duration) {
 	}
 	b.ReportMetric(p(0.5), "p50-ms")
 	b.ReportMetric(p(0.99), "p99-ms")
+}
+
+// BenchmarkRecovery times a daemon's restart after kill -9 with many pods
+// present (NODECRI_RECOVERY_PODS, default 200, each with a running
+// container, host network): from exec to the CRI answering ("serving"),
+// and to ListPodSandbox and ListContainers showing every pod Ready and
+// every container running ("recovered"):
+// `go test -run XXX -bench Recovery -benchtime 3x -timeout 30m ./integration/`.
+func BenchmarkRecovery(b *testing.B) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("NODECRI_RECOVERY_PODS")); err == nil && v > 0 {
+		n = v
+	}
+	d, l := podEnv(b, withLogLevel("info"))
+	// Growing to 200 pods takes minutes on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	b.Cleanup(cancel)
+	if _, err := d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:1.36"}}); err != nil {
+		b.Fatal(err)
+	}
+	var eg errgroup.Group
+	eg.SetLimit(8)
+	for i := range n {
+		eg.Go(func() error {
+			cfg := podConfig(l, fmt.Sprintf("recover%d", i))
+			cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}
+			r, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+			if err != nil {
+				return err
+			}
+			cc := busybox("sleeper", "sleep", "3600")
+			cc.LogPath = "sleeper.log"
+			c, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: r.PodSandboxId, Config: cc, SandboxConfig: cfg})
+			if err != nil {
+				return err
+			}
+			_, err = d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId})
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	serving := make([]time.Duration, 0, b.N)
+	recovered := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		d.Kill()
+		start := time.Now()
+		d2, err := daemon.Start(ctx, binary, l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		serving = append(serving, time.Since(start))
+		b.Cleanup(func() { stopDaemon(b, d2) })
+		pods, err := d2.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctrs, err := d2.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		recovered = append(recovered, time.Since(start))
+		if len(pods.Items) != n || len(ctrs.Containers) != n {
+			b.Fatalf("after restart: %d ready pods, %d running containers, want %d", len(pods.Items), len(ctrs.Containers), n)
+		}
+		d = d2
+	}
+	b.StopTimer()
+	sort.Slice(serving, func(i, j int) bool { return serving[i] < serving[j] })
+	sort.Slice(recovered, func(i, j int) bool { return recovered[i] < recovered[j] })
+	b.ReportMetric(float64(serving[len(serving)/2].Milliseconds()), "serving-p50-ms")
+	b.ReportMetric(float64(recovered[len(recovered)/2].Milliseconds()), "recovered-p50-ms")
+	b.ReportMetric(float64(n), "pods")
 }

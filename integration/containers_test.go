@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -455,4 +456,75 @@ func ctrSnapshots(t *testing.T, l *daemon.Layout) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// TestStatusAsOperatorsReadIt checks the status fields that differed from
+// upstream containerd's CRI (make crictl-diff) and that users read: the
+// image name the user wrote, containerd's record in verbose info
+// (`crictl inspect | jq .info.runtimeSpec`), no pid once the process is
+// gone, and no pod IP once the network is torn down.
+func TestStatusAsOperatorsReadIt(t *testing.T) {
+	p := newPod(t)
+	imageID := mustPull(t, p.d, "busybox:1.36")
+	// As the kubelet creates containers: from the image ID, with the name
+	// from the pod spec alongside.
+	cfg := busybox("app", "sleep", "3600")
+	cfg.Image = &runtimeapi.ImageSpec{Image: imageID, UserSpecifiedImage: "busybox:1.36"}
+	id := p.run(t, cfg)
+
+	list, err := p.d.Runtime.ListContainers(ctxT(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+	if err != nil || len(list.Containers) != 1 {
+		t.Fatalf("ListContainers: %v %v", list, err)
+	}
+	if got := list.Containers[0].GetImage().GetUserSpecifiedImage(); got != "busybox:1.36" {
+		t.Errorf("ListContainers image.userSpecifiedImage = %q, want busybox:1.36", got)
+	}
+
+	info := p.verboseInfo(t, id)
+	pid, _ := info["pid"].(float64)
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", int(pid))); pid == 0 || err != nil {
+		t.Errorf("running container: info.pid = %v (%v)", info["pid"], err)
+	}
+	spec, _ := info["runtimeSpec"].(map[string]any)
+	linux, _ := spec["linux"].(map[string]any)
+	if cg, _ := linux["cgroupsPath"].(string); !strings.HasPrefix(cg, p.cfg.Linux.CgroupParent) {
+		t.Errorf("info.runtimeSpec.linux.cgroupsPath = %q, want under %s", cg, p.cfg.Linux.CgroupParent)
+	}
+	if info["runtimeType"] != "io.containerd.runc.v2" || info["snapshotKey"] != id || info["snapshotter"] == "" {
+		t.Errorf("info runtimeType %v snapshotter %v snapshotKey %v", info["runtimeType"], info["snapshotter"], info["snapshotKey"])
+	}
+	if _, err := p.d.Runtime.StopContainer(ctxT(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if info := p.verboseInfo(t, id); info["pid"] != float64(0) {
+		t.Errorf("exited container: info.pid = %v, want 0", info["pid"])
+	}
+
+	st, pinfo := podStatus(t, p.d, p.id)
+	pspec, _ := pinfo["runtimeSpec"].(map[string]any)
+	if pspec == nil || pinfo["pid"] == float64(0) || st.GetNetwork().GetIp() == "" {
+		t.Errorf("ready pod: runtimeSpec %v, pid %v, ip %q", pspec != nil, pinfo["pid"], st.GetNetwork().GetIp())
+	}
+	if _, err := p.d.Runtime.StopPodSandbox(ctxT(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
+		t.Fatal(err)
+	}
+	// The address went back to IPAM with the network: another pod may
+	// have it now.
+	st, pinfo = podStatus(t, p.d, p.id)
+	if st.GetNetwork().GetIp() != "" || pinfo["pid"] != float64(0) {
+		t.Errorf("stopped pod: ip %q, pid %v; want none", st.GetNetwork().GetIp(), pinfo["pid"])
+	}
+}
+
+func (p *pod) verboseInfo(t *testing.T, id string) map[string]any {
+	t.Helper()
+	r, err := p.d.Runtime.ContainerStatus(ctxT(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("ContainerStatus: %v", err)
+	}
+	var info map[string]any
+	if err := json.Unmarshal([]byte(r.Info["info"]), &info); err != nil {
+		t.Fatalf("verbose info: %v", err)
+	}
+	return info
 }

@@ -158,6 +158,10 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	}
 
 	registerMetrics.Do(func() {
+		// Added before registering: the registry checks what a
+		// collector reports against what it described then.
+		sandbox.Metrics.Add(sandbox.StateCollector(sandboxes.Store()))
+		containers.Metrics.Add(containers.StateCollector(ctrs.Store()))
 		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics, events.Metrics} {
 			metrics.Register(ns)
 		}

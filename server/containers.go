@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/containers"
@@ -49,12 +52,20 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 	st := c.Status()
 	resp := &runtimeapi.ContainerStatusResponse{Status: s.containerStatus(c, st)}
 	if req.GetVerbose() {
-		info, err := json.Marshal(map[string]any{
-			"pid":       st.Pid,
+		// A pid only while it is the container's: once exited it may be
+		// any process's, and operators nsenter with it.
+		pid := uint32(0)
+		if st.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			pid = st.Pid
+		}
+		m := map[string]any{
+			"pid":       pid,
 			"sandboxID": c.SandboxID,
 			"logPath":   c.LogPath,
 			"config":    c.Config,
-		})
+		}
+		s.addRecordInfo(ctx, c.ID, m)
+		info, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("container verbose info: %w", err)
 		}
@@ -70,7 +81,7 @@ func (s *Service) containerStatus(c *containers.Container, st containers.Status)
 		State:       st.State,
 		CreatedAt:   c.CreatedAt.UnixNano(),
 		ExitCode:    st.ExitCode,
-		Image:       &runtimeapi.ImageSpec{Image: c.ImageRef},
+		Image:       imageSpec(c),
 		ImageRef:    c.ImageID,
 		ImageId:     c.ImageID,
 		Reason:      st.Reason,
@@ -100,6 +111,52 @@ func (s *Service) containerStatus(c *containers.Container, st containers.Status)
 		out.Resources = &runtimeapi.ContainerResources{Linux: r}
 	}
 	return out
+}
+
+// imageSpec is the image as the container was created with it, keeping
+// the name the user wrote: the kubelet creates containers from the image
+// ID and passes that name in UserSpecifiedImage, which tools then read
+// from ListContainers.
+func imageSpec(c *containers.Container) *runtimeapi.ImageSpec {
+	spec := &runtimeapi.ImageSpec{Image: c.ImageRef}
+	if img := c.Config.GetImage(); img != nil {
+		spec.UserSpecifiedImage = img.GetUserSpecifiedImage()
+		spec.Annotations = img.GetAnnotations()
+		spec.RuntimeHandler = img.GetRuntimeHandler()
+	}
+	return spec
+}
+
+// addRecordInfo adds to a verbose status what containerd's record of the
+// container (or pause container) says, under the keys operators query with
+// `crictl inspect[p] | jq`: runtimeSpec (cgroupsPath, mounts, namespace
+// paths), runtimeType, runtimeOptions, snapshotter and snapshotKey. A
+// record that cannot be read (removed meanwhile) only leaves them out.
+func (s *Service) addRecordInfo(ctx context.Context, id string, info map[string]any) {
+	if s.Client == nil {
+		return
+	}
+	rec, err := s.Client.ContainerService().Get(ctx, id)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Debug("verbose status without containerd's record")
+		return
+	}
+	info["runtimeType"] = rec.Runtime.Name
+	info["snapshotter"] = rec.Snapshotter
+	info["snapshotKey"] = rec.SnapshotKey
+	if rec.Runtime.Options != nil {
+		if v, err := typeurl.UnmarshalAny(rec.Runtime.Options); err == nil {
+			info["runtimeOptions"] = v
+		}
+	}
+	if rec.Spec != nil {
+		var spec specs.Spec
+		if err := typeurl.UnmarshalTo(rec.Spec, &spec); err == nil {
+			info["runtimeSpec"] = &spec
+		} else {
+			log.G(ctx).WithError(err).WithField("id", id).Debug("verbose status without the runtime spec")
+		}
+	}
 }
 
 func gids(in []uint32) []int64 {
@@ -163,7 +220,7 @@ func (s *Service) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.C
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
 			Metadata:     c.Config.GetMetadata(),
-			Image:        &runtimeapi.ImageSpec{Image: c.ImageRef},
+			Image:        imageSpec(c),
 			ImageRef:     c.ImageID,
 			ImageId:      c.ImageID,
 			State:        st.State,

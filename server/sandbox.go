@@ -41,8 +41,13 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 	st := sb.Status()
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatus(sb, st)}
 	if req.GetVerbose() {
-		v := map[string]any{
-			"pid":            st.Pid,
+		// As for containers: no pid once the pause process is gone.
+		pid := uint32(0)
+		if st.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			pid = st.Pid
+		}
+		m := map[string]any{
+			"pid":            pid,
 			"netNamespace":   st.NetNSPath,
 			"network":        st.Network,
 			"cniResult":      st.CNIResult,
@@ -52,12 +57,13 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 		}
 		// The CRI's status has no field for them: where upstream puts them.
 		if st.Overhead != nil {
-			v["overhead"] = &runtimeapi.ContainerResources{Linux: st.Overhead}
+			m["overhead"] = &runtimeapi.ContainerResources{Linux: st.Overhead}
 		}
 		if st.Resources != nil {
-			v["resources"] = &runtimeapi.ContainerResources{Linux: st.Resources}
+			m["resources"] = &runtimeapi.ContainerResources{Linux: st.Resources}
 		}
-		info, err := json.Marshal(v)
+		s.addRecordInfo(ctx, sb.ID, m)
+		info, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox verbose info: %w", err)
 		}
@@ -78,6 +84,11 @@ func (s *runtimeService) UpdatePodSandboxResources(ctx context.Context, req *run
 
 func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandboxStatus {
 	ip, more := st.Primary()
+	if st.Network != sandbox.NetworkReady {
+		// Torn down (stopped pod): the addresses went back to IPAM and
+		// may already be another pod's.
+		ip, more = "", nil
+	}
 	extra := make([]*runtimeapi.PodIP, 0, len(more))
 	for _, a := range more {
 		extra = append(extra, &runtimeapi.PodIP{Ip: a})
