@@ -196,7 +196,17 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 		c.User = sp.Process.User
 	}
 	m.store.Add(c)
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, c)
 	return nil
+}
+
+// notify tells the sandbox manager's notifier of c's transition t.
+func (m *Manager) notify(t runtimeapi.ContainerEventType, c *Container) {
+	sb, err := m.Sandboxes.Store().Get(c.SandboxID)
+	if err != nil {
+		sb = nil
+	}
+	m.Sandboxes.Notify(t, c.ID, sb)
 }
 
 func runtimeName(h *runtimes.Handler) string {
@@ -245,6 +255,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		c.status.Reason = ReasonStartError
 		c.status.Message = err.Error()
 		c.mu.Unlock()
+		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 		if perr := m.persist(ctx, c); perr != nil {
 			log.G(ctx).WithError(perr).WithField("container", c.ID).Warn("recording a failed start")
 		}
@@ -309,6 +320,8 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 	c.status.Pid = task.Pid()
 	c.task = task
 	c.mu.Unlock()
+	// Before started is closed: an exit's event must follow this one.
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
 	return nil
 }
 
@@ -367,6 +380,8 @@ func (m *Manager) adoptLateExit(c *Container, e events.Exit) bool {
 		c.status.Reason = ReasonCompleted
 	}
 	c.mu.Unlock()
+	// Told again: the exit recovery reported is now known.
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	ctx, cancel := m.background()
 	defer cancel()
 	log.G(ctx).WithFields(log.Fields{"container": c.ID, "status": e.Status}).Info("exit while containerd was down learned from the shim")
@@ -408,6 +423,7 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 	m.closeLog(c)
 	c.mu.Lock()
 	c.task = nil
+	wasRunning := c.status.State == runtimeapi.ContainerState_CONTAINER_RUNNING
 	c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
 	c.status.FinishedAt = e.At
 	c.status.ExitCode = int32(e.Status)
@@ -421,6 +437,9 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 	}
 	exited := c.exited
 	c.mu.Unlock()
+	if wasRunning {
+		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
+	}
 	exitsTotal.WithValues(c.status.Reason).Inc()
 	if err := m.persist(ctx, c); err != nil {
 		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("recording exit")
@@ -544,6 +563,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	m.store.Delete(c)
 	m.names.Release(c.Name, c.ID)
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	return nil
 }
 

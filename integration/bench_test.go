@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -137,6 +138,7 @@ func BenchmarkRecovery(b *testing.B) {
 	recovered := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
+		checkOneShimPerPod(b, d)
 		d.Kill()
 		start := time.Now()
 		d2, err := daemon.Start(ctx, binary, l)
@@ -165,4 +167,41 @@ func BenchmarkRecovery(b *testing.B) {
 	b.ReportMetric(float64(serving[len(serving)/2].Milliseconds()), "serving-p50-ms")
 	b.ReportMetric(float64(recovered[len(recovered)/2].Milliseconds()), "recovered-p50-ms")
 	b.ReportMetric(float64(n), "pods")
+}
+
+// checkOneShimPerPod checks that each pod's containers run under its
+// pause's shim (containerd groups a pod's tasks into one shim): a task
+// that landed in a second shim would leave the pause's shim unreachable
+// after a restart.
+func checkOneShimPerPod(b *testing.B, d *daemon.Daemon) {
+	ctx := ctxT(b)
+	ppid := func(pid float64) string {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", int(pid)))
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return "?"
+	}
+	ctrs, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range ctrs.Containers {
+		cs, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id, Verbose: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: c.PodSandboxId, Verbose: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ci, pi struct{ Pid float64 }
+		json.Unmarshal([]byte(cs.Info["info"]), &ci)
+		json.Unmarshal([]byte(ps.Info["info"]), &pi)
+		if a, p := ppid(ci.Pid), ppid(pi.Pid); a != p {
+			b.Errorf("pod %.12s: container %.12s under shim %s, pause under shim %s", c.PodSandboxId, c.Id, a, p)
+		}
+	}
 }

@@ -163,7 +163,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		// collector reports against what it described then.
 		sandbox.Metrics.Add(sandbox.StateCollector(sandboxes.Store()))
 		containers.Metrics.Add(containers.StateCollector(ctrs.Store()))
-		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics, stats.Metrics} {
+		for _, ns := range []*metrics.Namespace{server.Metrics, images.Metrics, cni.Metrics, sandbox.Metrics, containers.Metrics, stats.Metrics, events.Metrics} {
 			metrics.Register(ns)
 		}
 	})
@@ -192,6 +192,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),
 	})
+	// Lifecycle transitions become GetContainerEvents events from now on;
+	// no client could have subscribed to those of recovery.
+	sandboxes.SetNotifier(svc)
 	// Streaming (exec, attach, port-forward): listen now, so a bad address
 	// or a taken port fails the plugin; serve for the daemon's life.
 	st, err := streaming.New(streaming.Options{

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +65,28 @@ type Manager struct {
 	store      *Store
 	names      *names.Registry
 	containers Containers
+	// notifier is set while exits may already be handled (after
+	// recovery): atomic.
+	notifier atomic.Pointer[Notifier]
+}
+
+// Notifier is told of every lifecycle transition of a sandbox, or of a
+// container in it, once made (the CRI's container events): t is the
+// transition, containerID the container's, or the sandbox's own ID for the
+// sandbox's transitions. It is called with no lock held and must not
+// block.
+type Notifier interface {
+	Notify(t runtimeapi.ContainerEventType, containerID string, sb *Sandbox)
+}
+
+// SetNotifier sets who is told of transitions from now on.
+func (m *Manager) SetNotifier(n Notifier) { m.notifier.Store(&n) }
+
+// Notify tells the notifier, if any, of a transition.
+func (m *Manager) Notify(t runtimeapi.ContainerEventType, containerID string, sb *Sandbox) {
+	if n := m.notifier.Load(); n != nil {
+		(*n).Notify(t, containerID, sb)
+	}
 }
 
 // Containers stops and removes a pod's containers, before the pod itself.
@@ -228,6 +251,8 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 		return err
 	}
 	m.store.Add(sb)
+	m.Notify(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, sb)
+	m.Notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, id, sb)
 	phaseDuration.WithValues("total").UpdateSince(start)
 	return nil
 }
@@ -393,10 +418,22 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 		return err
 	}
 	sb.mu.Lock()
-	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	sb.stopped = true
 	sb.mu.Unlock()
+	m.setNotReady(sb)
 	return m.persist(ctx, sb)
+}
+
+// setNotReady marks the sandbox not ready, telling the notifier when that
+// is news: the pause exit and StopPodSandbox both get here.
+func (m *Manager) setNotReady(sb *Sandbox) {
+	sb.mu.Lock()
+	was := sb.state
+	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	sb.mu.Unlock()
+	if was == runtimeapi.PodSandboxState_SANDBOX_READY {
+		m.Notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb.ID, sb)
+	}
 }
 
 func (s *Sandbox) stoppedFlag() bool {
@@ -515,8 +552,10 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.teardown(ctx, sb); err != nil {
 		return err
 	}
+	m.setNotReady(sb) // removed without a stop
 	m.store.Delete(sb.ID)
 	m.names.Release(sb.Name, sb.ID)
+	m.Notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb.ID, sb)
 	return nil
 }
 
@@ -526,9 +565,7 @@ func (m *Manager) OnExit(ctx context.Context, e events.Exit) {
 	if err != nil {
 		return
 	}
-	sb.mu.Lock()
-	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
-	sb.mu.Unlock()
+	m.setNotReady(sb)
 	log.G(ctx).WithField("sandbox", e.ContainerID).WithField("status", e.Status).Info("pause process exited; sandbox not ready")
 }
 

@@ -112,6 +112,12 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 	sb := &Sandbox{ID: meta.ID, Name: meta.Name, Config: cfg, Handler: meta.Handler, CreatedAt: meta.CreatedAt,
 		state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, netnsPath: meta.NetNSPath, network: meta.Network,
 		ips: meta.IPs, stopped: meta.Stopped}
+	if sb.overhead, err = unmarshalResources(meta.Overhead); err != nil {
+		return nil, fmt.Errorf("recorded overhead: %w", err)
+	}
+	if sb.resources, err = unmarshalResources(meta.Resources); err != nil {
+		return nil, fmt.Errorf("recorded resources: %w", err)
+	}
 	if len(meta.CNIResult) > 0 {
 		var r gocni.Result
 		if err := json.Unmarshal(meta.CNIResult, &r); err == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -38,6 +39,10 @@ type Metadata struct {
 	IPs       []string        `json:"ips,omitempty"`
 	CNIResult json.RawMessage `json:"cniResult,omitempty"`
 	Stopped   bool            `json:"stopped,omitempty"`
+	// Overhead and Resources are protobuf LinuxContainerResources, the
+	// last UpdatePodSandboxResources recorded.
+	Overhead  []byte `json:"overhead,omitempty"`
+	Resources []byte `json:"resources,omitempty"`
 }
 
 // MetadataExtension is the container extension Metadata is stored under.
@@ -66,6 +71,8 @@ type Sandbox struct {
 	cniResult *gocni.Result
 	pid       uint32
 	stopped   bool // Stop completed: pause gone, network torn down
+	// overhead and resources: the last UpdatePodSandboxResources.
+	overhead, resources *runtimeapi.LinuxContainerResources
 }
 
 // HostNetwork tells whether the pod uses the node's network namespace.
@@ -81,13 +88,17 @@ type Status struct {
 	IPs       []string
 	CNIResult *gocni.Result
 	Pid       uint32
+	// Overhead and Resources are what UpdatePodSandboxResources last
+	// recorded (nil before); shared, not to be modified.
+	Overhead, Resources *runtimeapi.LinuxContainerResources
 }
 
 // Status returns the sandbox's current state.
 func (s *Sandbox) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Status{State: s.state, NetNSPath: s.netnsPath, Network: s.network, IPs: append([]string(nil), s.ips...), CNIResult: s.cniResult, Pid: s.pid}
+	return Status{State: s.state, NetNSPath: s.netnsPath, Network: s.network, IPs: append([]string(nil), s.ips...), CNIResult: s.cniResult, Pid: s.pid,
+		Overhead: s.overhead, Resources: s.resources}
 }
 
 func (s *Sandbox) metadata() (*Metadata, error) {
@@ -103,6 +114,12 @@ func (s *Sandbox) metadata() (*Metadata, error) {
 		if m.CNIResult, err = json.Marshal(s.cniResult); err != nil {
 			return nil, err
 		}
+	}
+	if m.Overhead, err = proto.Marshal(s.overhead); err != nil {
+		return nil, err
+	}
+	if m.Resources, err = proto.Marshal(s.resources); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

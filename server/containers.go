@@ -175,7 +175,15 @@ func stopSignalEnum(name string) runtimeapi.Signal {
 }
 
 func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	f := req.GetFilter()
+	items, err := s.listContainers(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ListContainersResponse{Containers: items}, nil
+}
+
+// listContainers answers ListContainers and StreamContainers.
+func (s *Service) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error) {
 	var list []*containers.Container
 	if id := f.GetId(); id != "" {
 		c, err := s.Containers.Store().Get(id)
@@ -191,12 +199,12 @@ func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.Lis
 			if sb, err := s.Sandboxes.Store().Get(sandboxID); err == nil {
 				sandboxID = sb.ID
 			} else {
-				return &runtimeapi.ListContainersResponse{}, nil
+				return nil, nil
 			}
 		}
 		list = s.Containers.Store().List(sandboxID)
 	}
-	resp := &runtimeapi.ListContainersResponse{Containers: make([]*runtimeapi.Container, 0, len(list))}
+	items := make([]*runtimeapi.Container, 0, len(list))
 	for _, c := range list {
 		st := c.Status()
 		if f.GetState() != nil && f.GetState().GetState() != st.State {
@@ -208,7 +216,7 @@ func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.Lis
 		if !labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		resp.Containers = append(resp.Containers, &runtimeapi.Container{
+		items = append(items, &runtimeapi.Container{
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
 			Metadata:     c.Config.GetMetadata(),
@@ -221,7 +229,7 @@ func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.Lis
 			Annotations:  c.Config.GetAnnotations(),
 		})
 	}
-	return resp, nil
+	return items, nil
 }
 
 func (s *runtimeService) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {

@@ -34,8 +34,17 @@ func (s *imageService) PullImage(ctx context.Context, req *runtimeapi.PullImageR
 }
 
 func (s *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	items, err := s.listImages(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ListImagesResponse{Images: items}, nil
+}
+
+// listImages answers ListImages and StreamImages.
+func (s *Service) listImages(f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	var list []images.Image
-	if ref := req.GetFilter().GetImage().GetImage(); ref != "" {
+	if ref := f.GetImage().GetImage(); ref != "" {
 		img, err := s.Images.Resolve(ref)
 		if err != nil && !errdefs.IsNotFound(err) {
 			return nil, err
@@ -46,11 +55,11 @@ func (s *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImage
 	} else {
 		list = s.Images.List()
 	}
-	resp := &runtimeapi.ListImagesResponse{Images: make([]*runtimeapi.Image, 0, len(list))}
+	items := make([]*runtimeapi.Image, 0, len(list))
 	for i := range list {
-		resp.Images = append(resp.Images, s.toCRIImage(&list[i]))
+		items = append(items, s.toCRIImage(&list[i]))
 	}
-	return resp, nil
+	return items, nil
 }
 
 // ImageStatus answers an empty response for an unknown image, as the CRI

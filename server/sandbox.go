@@ -55,6 +55,13 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 			"config":         sb.Config,
 			"image":          s.Config.SandboxImage,
 		}
+		// The CRI's status has no field for them: where upstream puts them.
+		if st.Overhead != nil {
+			m["overhead"] = &runtimeapi.ContainerResources{Linux: st.Overhead}
+		}
+		if st.Resources != nil {
+			m["resources"] = &runtimeapi.ContainerResources{Linux: st.Resources}
+		}
 		s.addRecordInfo(ctx, sb.ID, m)
 		info, err := json.Marshal(m)
 		if err != nil {
@@ -63,6 +70,16 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 		resp.Info = map[string]string{"info": string(info)}
 	}
 	return resp, nil
+}
+
+// UpdatePodSandboxResources records the pod's new overhead and resources
+// (verbose PodSandboxStatus shows them); the kubelet has resized the pod's
+// cgroup itself, and the CRI makes this call best effort.
+func (s *runtimeService) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	if err := s.Sandboxes.UpdateResources(ctx, req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }
 
 func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandboxStatus {
@@ -94,7 +111,15 @@ func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandbo
 }
 
 func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	f := req.GetFilter()
+	items, err := s.listPodSandboxes(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: items}, nil
+}
+
+// listPodSandboxes answers ListPodSandbox and StreamPodSandboxes.
+func (s *Service) listPodSandboxes(f *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error) {
 	var list []*sandbox.Sandbox
 	if id := f.GetId(); id != "" {
 		sb, err := s.Sandboxes.Store().Get(id)
@@ -107,7 +132,7 @@ func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.Lis
 	} else {
 		list = s.Sandboxes.Store().List()
 	}
-	resp := &runtimeapi.ListPodSandboxResponse{Items: make([]*runtimeapi.PodSandbox, 0, len(list))}
+	items := make([]*runtimeapi.PodSandbox, 0, len(list))
 	for _, sb := range list {
 		st := sb.Status()
 		if f.GetState() != nil && f.GetState().GetState() != st.State {
@@ -116,7 +141,7 @@ func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.Lis
 		if !labelsMatch(sb.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
+		items = append(items, &runtimeapi.PodSandbox{
 			Id:             sb.ID,
 			Metadata:       sb.Config.GetMetadata(),
 			State:          st.State,
@@ -126,7 +151,7 @@ func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.Lis
 			RuntimeHandler: sb.Handler,
 		})
 	}
-	return resp, nil
+	return items, nil
 }
 
 // labelsMatch: every selector label is present with the same value.

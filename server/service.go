@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodecri/nodecri/cni"
 	"github.com/nodecri/nodecri/containers"
+	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
@@ -43,11 +44,15 @@ type Service struct {
 
 	mu       sync.Mutex
 	podCIDRs []string // from UpdateRuntimeConfig
+
+	// events carries GetContainerEvents; the managers feed it through
+	// Notify (events.go).
+	events *events.Broker
 }
 
 // New returns the CRI services over opts.
 func New(opts Options) *Service {
-	return &Service{Options: opts}
+	return &Service{Options: opts, events: events.NewBroker(events.SubscriberBuffer)}
 }
 
 type runtimeService struct {

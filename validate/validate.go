@@ -29,6 +29,14 @@ func Request(req any) error {
 		return ID("pod_sandbox_id", r.GetPodSandboxId())
 	case *runtimeapi.PodSandboxStatusRequest:
 		return ID("pod_sandbox_id", r.GetPodSandboxId())
+	case *runtimeapi.UpdatePodSandboxResourcesRequest:
+		if err := ID("pod_sandbox_id", r.GetPodSandboxId()); err != nil {
+			return err
+		}
+		if err := linuxResources("overhead", r.GetOverhead()); err != nil {
+			return err
+		}
+		return linuxResources("resources", r.GetResources())
 	case *runtimeapi.ListPodSandboxRequest:
 		if id := r.GetFilter().GetId(); id != "" {
 			return ID("filter.id", id)
