@@ -267,6 +267,9 @@ var CgroupUnified = sync.OnceValue(func() bool {
 // /sys/fs/cgroup that a new mount of the same superblock would otherwise
 // strip (nsdelegate, memory_recursiveprot); none on a cgroup v1 host.
 func CgroupSharedOptions() []string {
+	if !CgroupUnified() {
+		return nil
+	}
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
