@@ -53,6 +53,9 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 	opts := []oci.SpecOpts{
 		oci.WithoutRunMount,
 		spec.WithoutRlimits(),
+		// PATH for images that set none (containerd's default spec has no
+		// env), then HOSTNAME; the image's and request's env override both.
+		oci.WithDefaultPathEnv,
 		withHostnameEnv(in.sandbox.Config.GetHostname()),
 		withProcess(in.cfg, in.image),
 		withPodNamespaces(in.sandbox, in.pausePid, sc.GetNamespaceOptions()),

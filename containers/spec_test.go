@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -106,6 +107,11 @@ func TestHostnameEnv(t *testing.T) {
 	s = apply(t, oci.Compose(withHostnameEnv("web-0"), withProcess(cfg, img)))
 	if !slices.Contains(s.Process.Env, "HOSTNAME=mine") || slices.Contains(s.Process.Env, "HOSTNAME=web-0") {
 		t.Errorf("request's HOSTNAME not kept: %v", s.Process.Env)
+	}
+	// PATH comes first, as upstream, also for images without one.
+	s = apply(t, oci.Compose(oci.WithDefaultPathEnv, withHostnameEnv("web-0"), withProcess(&runtimeapi.ContainerConfig{}, img)))
+	if len(s.Process.Env) != 2 || !strings.HasPrefix(s.Process.Env[0], "PATH=/usr/local/sbin:") || s.Process.Env[1] != "HOSTNAME=web-0" {
+		t.Errorf("env of an image without PATH: %v", s.Process.Env)
 	}
 	host, _ := os.Hostname()
 	s = apply(t, withHostnameEnv(""))
