@@ -157,7 +157,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 		return err
 	}
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
-		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
+		image: img, imageRef: ref, imageName: cimg.Name(), handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}

@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cdi"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/images"
@@ -28,13 +30,15 @@ const (
 
 // specInput is what a container's spec is made from.
 type specInput struct {
-	id          string
-	cfg         *runtimeapi.ContainerConfig
-	sandbox     *sandbox.Sandbox
-	pausePid    uint32
-	files       sandbox.Files
-	image       *images.Image
-	imageRef    string
+	id       string
+	cfg      *runtimeapi.ContainerConfig
+	sandbox  *sandbox.Sandbox
+	pausePid uint32
+	files    sandbox.Files
+	image    *images.Image
+	imageRef string
+	// imageName names the containerd image record created from.
+	imageName   string
 	handler     *runtimes.Handler
 	restrictOOM bool
 	enableCDI   bool
@@ -47,10 +51,20 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 	lc := in.cfg.GetLinux()
 	sc := lc.GetSecurityContext()
 	opts := []oci.SpecOpts{
+		oci.WithoutRunMount,
+		spec.WithoutRlimits(),
+		// PATH for images that set none (containerd's default spec has no
+		// env), then HOSTNAME; the image's and request's env override both.
+		oci.WithDefaultPathEnv,
+		withHostnameEnv(in.sandbox.Config.GetHostname()),
 		withProcess(in.cfg, in.image),
 		withPodNamespaces(in.sandbox, in.pausePid, sc.GetNamespaceOptions()),
+		withCgroupNamespace(spec.CgroupUnified(), sc.GetPrivileged()),
 		withPodFiles(in.cfg, in.files, in.sandbox),
 		withCRIMounts(in.mounts),
+		// After the request's mounts (one at /sys/fs/cgroup wins), before
+		// withSecurity (privileged makes it writable).
+		spec.WithCgroupMount(spec.CgroupSharedOptions()),
 		withDevices(in.cfg.GetDevices()),
 		spec.WithCgroupsPath(in.sandbox.Config.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
 		withResources(lc.GetResources()),
@@ -109,6 +123,32 @@ func withProcess(cfg *runtimeapi.ContainerConfig, img *images.Image) oci.SpecOpt
 		cwd = "/"
 	}
 	return oci.Compose(oci.WithProcessArgs(args...), oci.WithEnv(env), oci.WithProcessCwd(cwd))
+}
+
+// withHostnameEnv sets HOSTNAME to the pod's hostname (the node's when
+// the pod names none), as upstream does; the image's and the request's
+// env, applied after, override it.
+func withHostnameEnv(hostname string) oci.SpecOpts {
+	return func(ctx context.Context, cl oci.Client, c *containers.Container, s *oci.Spec) error {
+		if hostname == "" {
+			h, err := os.Hostname()
+			if err != nil {
+				return fmt.Errorf("node hostname: %w", err)
+			}
+			hostname = h
+		}
+		return oci.WithEnv([]string{"HOSTNAME=" + hostname})(ctx, cl, c, s)
+	}
+}
+
+// withCgroupNamespace gives a container its own cgroup namespace on a
+// cgroup v2 host, so that /sys/fs/cgroup shows its own cgroup only; not on
+// v1 or for privileged containers, as upstream.
+func withCgroupNamespace(unified, privileged bool) oci.SpecOpts {
+	if !unified || privileged {
+		return oci.Compose()
+	}
+	return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace})
 }
 
 // mergeEnv overrides the image's variables with the request's, keeping
@@ -269,6 +309,29 @@ func withResources(r *runtimeapi.LinuxContainerResources) oci.SpecOpts {
 
 // ToOCIResources converts CRI resources, for create and for update.
 func ToOCIResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxCPU, *specs.LinuxMemory, []specs.LinuxHugepageLimit) {
+	return toOCIResources(r, spec.SwapAvailable())
+}
+
+// EffectiveResources are the resources as applied, for status: with the
+// swap limit a memory limit implies (see toOCIResources).
+func EffectiveResources(r *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
+	return effectiveResources(r, spec.SwapAvailable())
+}
+
+func effectiveResources(r *runtimeapi.LinuxContainerResources, swap bool) *runtimeapi.LinuxContainerResources {
+	if r == nil || !swap || r.MemoryLimitInBytes <= 0 || r.MemorySwapLimitInBytes != 0 {
+		return r
+	}
+	out := proto.Clone(r).(*runtimeapi.LinuxContainerResources)
+	out.MemorySwapLimitInBytes = r.MemoryLimitInBytes
+	return out
+}
+
+// toOCIResources converts; a memory limit without a swap limit gets swap
+// equal to it (no swapping), as upstream, where the host can limit swap
+// (swap) at all.
+func toOCIResources(r *runtimeapi.LinuxContainerResources, swap bool) (*specs.LinuxCPU, *specs.LinuxMemory, []specs.LinuxHugepageLimit) {
+	r = effectiveResources(r, swap)
 	cpu := &specs.LinuxCPU{Cpus: r.CpusetCpus, Mems: r.CpusetMems}
 	if r.CpuShares > 0 {
 		v := uint64(r.CpuShares)
@@ -287,7 +350,7 @@ func ToOCIResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxCPU, *sp
 		v := r.MemoryLimitInBytes
 		mem.Limit = &v
 	}
-	if r.MemorySwapLimitInBytes > 0 {
+	if r.MemorySwapLimitInBytes != 0 && swap {
 		v := r.MemorySwapLimitInBytes
 		mem.Swap = &v
 	}
@@ -309,14 +372,10 @@ func withSecurity(sc *runtimeapi.LinuxContainerSecurityContext) oci.SpecOpts {
 		if c := sc.GetCapabilities(); c != nil {
 			opts = append(opts, withCapabilities(c))
 		}
-		// The kubelet sends the default lists (or empty ones for an
-		// unmasked /proc); nil keeps containerd's defaults.
-		if sc.GetMaskedPaths() != nil {
-			opts = append(opts, oci.WithMaskedPaths(sc.GetMaskedPaths()))
-		}
-		if sc.GetReadonlyPaths() != nil {
-			opts = append(opts, oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
-		}
+		// Only the request's lists, never containerd's defaults: the
+		// kubelet sends the default lists for procMount Default and empty
+		// ones (which arrive as absent) for Unmasked.
+		opts = append(opts, oci.WithMaskedPaths(sc.GetMaskedPaths()), oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
 	}
 	// containerd's default spec sets no_new_privileges; the CRI's false
 	// must clear it, or setuid binaries stop working.
@@ -414,14 +473,36 @@ func annotations(in specInput) map[string]string {
 		sandbox.AnnotationSandboxNS:     md.GetNamespace(),
 		sandbox.AnnotationSandboxUID:    md.GetUid(),
 		annotationContainerName:         in.cfg.GetMetadata().GetName(),
-		sandbox.AnnotationImageName:     in.imageRef,
+		sandbox.AnnotationImageName:     imageName(in),
 	}
-	for k, v := range in.cfg.GetAnnotations() {
-		for _, p := range in.handler.ContainerAnnotations {
+	// The pod's annotations the handler lets through reach its containers
+	// too, as upstream; the container's own win.
+	passThrough(a, in.sandbox.Config.GetAnnotations(), in.handler.PodAnnotations)
+	passThrough(a, in.cfg.GetAnnotations(), in.handler.ContainerAnnotations)
+	return a
+}
+
+// imageName is the image as the user wrote it (the kubelet creates from
+// the image ID and passes the pod spec's name apart), else the name of
+// the image record the container was created from.
+func imageName(in specInput) string {
+	if n := in.cfg.GetImage().GetUserSpecifiedImage(); n != "" {
+		return n
+	}
+	if in.imageName != "" {
+		return in.imageName
+	}
+	return in.imageRef
+}
+
+// passThrough copies the annotations whose keys match one of patterns.
+func passThrough(dst, src map[string]string, patterns []string) {
+	for k, v := range src {
+		for _, p := range patterns {
 			if ok, _ := path.Match(p, k); ok {
-				a[k] = v
+				dst[k] = v
+				break
 			}
 		}
 	}
-	return a
 }

@@ -2,7 +2,9 @@ package containers
 
 import (
 	"context"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -11,6 +13,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/runtimes"
+	"github.com/nodecri/nodecri/sandbox"
+	"github.com/nodecri/nodecri/spec"
 )
 
 func apply(t *testing.T, opt oci.SpecOpts) *oci.Spec {
@@ -61,7 +66,7 @@ func TestResources(t *testing.T) {
 	if *res.CPU.Shares != 512 || *res.CPU.Quota != 50000 || *res.CPU.Period != 100000 || res.CPU.Cpus != "0" {
 		t.Errorf("cpu %+v", res.CPU)
 	}
-	if *res.Memory.Limit != 32<<20 || *res.Memory.Swap != 64<<20 {
+	if *res.Memory.Limit != 32<<20 || spec.SwapAvailable() && *res.Memory.Swap != 64<<20 {
 		t.Errorf("memory %+v", res.Memory)
 	}
 	if len(res.HugepageLimits) != 1 || res.HugepageLimits[0].Pagesize != "2MB" {
@@ -88,5 +93,123 @@ func TestCapabilities(t *testing.T) {
 	withCapabilities(&runtimeapi.Capability{DropCapabilities: []string{"KILL"}})(context.Background(), nil, nil, s)
 	if slices.Contains(s.Process.Capabilities.Bounding, "CAP_KILL") || !slices.Contains(s.Process.Capabilities.Bounding, "CAP_CHOWN") {
 		t.Errorf("drop KILL: %v", s.Process.Capabilities.Bounding)
+	}
+}
+
+// HOSTNAME is the pod's hostname; the image's or the request's env wins.
+func TestHostnameEnv(t *testing.T) {
+	img := &images.Image{}
+	s := apply(t, oci.Compose(withHostnameEnv("web-0"), withProcess(&runtimeapi.ContainerConfig{}, img)))
+	if !slices.Contains(s.Process.Env, "HOSTNAME=web-0") {
+		t.Errorf("env %v", s.Process.Env)
+	}
+	cfg := &runtimeapi.ContainerConfig{Envs: []*runtimeapi.KeyValue{{Key: "HOSTNAME", Value: []byte("mine")}}}
+	s = apply(t, oci.Compose(withHostnameEnv("web-0"), withProcess(cfg, img)))
+	if !slices.Contains(s.Process.Env, "HOSTNAME=mine") || slices.Contains(s.Process.Env, "HOSTNAME=web-0") {
+		t.Errorf("request's HOSTNAME not kept: %v", s.Process.Env)
+	}
+	// PATH comes first, as upstream, also for images without one.
+	s = apply(t, oci.Compose(oci.WithDefaultPathEnv, withHostnameEnv("web-0"), withProcess(&runtimeapi.ContainerConfig{}, img)))
+	if len(s.Process.Env) != 2 || !strings.HasPrefix(s.Process.Env[0], "PATH=/usr/local/sbin:") || s.Process.Env[1] != "HOSTNAME=web-0" {
+		t.Errorf("env of an image without PATH: %v", s.Process.Env)
+	}
+	host, _ := os.Hostname()
+	s = apply(t, withHostnameEnv(""))
+	if !slices.Contains(s.Process.Env, "HOSTNAME="+host) {
+		t.Errorf("no pod hostname: env %v, want the node's %q", s.Process.Env, host)
+	}
+}
+
+func TestCgroupNamespace(t *testing.T) {
+	has := func(s *oci.Spec) bool {
+		return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.CgroupNamespace })
+	}
+	if !has(apply(t, withCgroupNamespace(true, false))) {
+		t.Error("cgroup v2: no cgroup namespace")
+	}
+	if has(apply(t, withCgroupNamespace(true, true))) || has(apply(t, withCgroupNamespace(false, false))) {
+		t.Error("cgroup namespace for a privileged container or on cgroup v1")
+	}
+}
+
+// Masked and read-only paths are the request's only: none given (the
+// kubelet's procMount Unmasked) means none, not containerd's defaults.
+func TestMaskedPathsFromRequestOnly(t *testing.T) {
+	base := func() *oci.Spec {
+		return &oci.Spec{Process: &specs.Process{}, Linux: &specs.Linux{MaskedPaths: []string{"/proc/kcore"}, ReadonlyPaths: []string{"/proc/sys"}}}
+	}
+	run := func(sc *runtimeapi.LinuxContainerSecurityContext) *oci.Spec {
+		s := base()
+		if err := withSecurity(sc)(context.Background(), nil, nil, s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := run(&runtimeapi.LinuxContainerSecurityContext{}); len(s.Linux.MaskedPaths) != 0 || len(s.Linux.ReadonlyPaths) != 0 {
+		t.Errorf("none requested: masked %v readonly %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
+	}
+	s := run(&runtimeapi.LinuxContainerSecurityContext{MaskedPaths: []string{"/proc/keys"}, ReadonlyPaths: []string{"/proc/bus"}})
+	if !slices.Equal(s.Linux.MaskedPaths, []string{"/proc/keys"}) || !slices.Equal(s.Linux.ReadonlyPaths, []string{"/proc/bus"}) {
+		t.Errorf("requested: masked %v readonly %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
+	}
+}
+
+// A memory limit without a swap limit means no swap, where the host can
+// limit swap; where it cannot, no swap limit is set at all.
+func TestSwapFollowsMemoryLimit(t *testing.T) {
+	r := &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}
+	if _, mem, _ := toOCIResources(r, true); mem.Swap == nil || *mem.Swap != 64<<20 {
+		t.Errorf("swap accounting on: swap %v", mem.Swap)
+	}
+	if _, mem, _ := toOCIResources(r, false); mem.Swap != nil {
+		t.Errorf("swap accounting off: swap %v", *mem.Swap)
+	}
+	if _, mem, _ := toOCIResources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: -1}, true); *mem.Swap != -1 {
+		t.Errorf("requested unlimited swap: %v", *mem.Swap)
+	}
+	if _, mem, _ := toOCIResources(&runtimeapi.LinuxContainerResources{CpuShares: 2}, true); mem.Swap != nil || mem.Limit != nil {
+		t.Errorf("no memory limit: %+v", mem)
+	}
+	// Status reports the same, without changing the request's record.
+	if e := effectiveResources(r, true); e.MemorySwapLimitInBytes != 64<<20 || r.MemorySwapLimitInBytes != 0 {
+		t.Errorf("effective swap %d, request %d", e.MemorySwapLimitInBytes, r.MemorySwapLimitInBytes)
+	}
+	if e := effectiveResources(r, false); e.MemorySwapLimitInBytes != 0 {
+		t.Errorf("effective swap without accounting %d", e.MemorySwapLimitInBytes)
+	}
+}
+
+func TestAnnotations(t *testing.T) {
+	in := specInput{
+		sandbox: &sandbox.Sandbox{ID: "sb", Config: &runtimeapi.PodSandboxConfig{
+			Metadata:    &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "ns", Uid: "u"},
+			Annotations: map[string]string{"pod.example/vm": "big", "pod.example/other": "x"}}},
+		cfg: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+			Image:       &runtimeapi.ImageSpec{Image: "sha256:abc", UserSpecifiedImage: "busybox:1.36"},
+			Annotations: map[string]string{"ctr.example/gpu": "1", "pod.example/vm": "small"}},
+		imageRef: "sha256:abc", imageName: "docker.io/library/busybox:1.36",
+		handler: &runtimes.Handler{PodAnnotations: []string{"pod.example/vm"}, ContainerAnnotations: []string{"ctr.example/*", "pod.example/*"}},
+	}
+	a := annotations(in)
+	for k, want := range map[string]string{
+		"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb",
+		"io.kubernetes.cri.sandbox-name": "web", "io.kubernetes.cri.sandbox-namespace": "ns", "io.kubernetes.cri.sandbox-uid": "u",
+		"io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.image-name": "busybox:1.36",
+		"ctr.example/gpu": "1", "pod.example/vm": "small",
+	} {
+		if a[k] != want {
+			t.Errorf("%s = %q, want %q", k, a[k], want)
+		}
+	}
+	if _, ok := a["pod.example/other"]; ok {
+		t.Error("pod annotation not allowed by pod_annotations passed through")
+	}
+	in.cfg.Image.UserSpecifiedImage = ""
+	if got := annotations(in)["io.kubernetes.cri.image-name"]; got != "docker.io/library/busybox:1.36" {
+		t.Errorf("image-name without a user-specified image = %q", got)
+	}
+	in.handler.ContainerAnnotations = nil
+	if got := annotations(in)["pod.example/vm"]; got != "big" {
+		t.Errorf("pod annotation through pod_annotations = %q", got)
 	}
 }

@@ -249,6 +249,9 @@ func TestSecurityContext(t *testing.T) {
 		ReadonlyRootfs:     true,
 		Capabilities:       &runtimeapi.Capability{DropCapabilities: []string{"ALL"}, AddCapabilities: []string{"NET_BIND_SERVICE"}},
 		NoNewPrivs:         true,
+		// The kubelet's lists for procMount Default.
+		MaskedPaths:   defaultMaskedPaths,
+		ReadonlyPaths: defaultReadonlyPaths,
 	}}
 	id := p.run(t, cfg)
 	if got := strings.TrimSpace(p.mustExec(t, id, "id")); !strings.HasPrefix(got, "uid=1234 gid=5678") || !strings.Contains(got, "4000") || !strings.Contains(got, "4001") {
@@ -270,6 +273,82 @@ func TestSecurityContext(t *testing.T) {
 	if u := st.User.GetLinux(); u.GetUid() != 1234 || u.GetGid() != 5678 {
 		t.Errorf("status user = %v", u)
 	}
+}
+
+// The kubelet's default masked and read-only paths (procMount Default).
+var (
+	defaultMaskedPaths = []string{"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"}
+	defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
+
+// What a workload sees of its environment, as with upstream's CRI: its
+// pod's hostname in HOSTNAME, the daemon's open-file limit, its own cgroup
+// limits read-only under /sys/fs/cgroup, no swap beyond its memory limit,
+// unprivileged ports and ping, no /run tmpfs, and /proc unmasked when the
+// kubelet asks for procMount Unmasked (no lists).
+func TestContainerEnvironmentAsUpstream(t *testing.T) {
+	p := newPod(t)
+	cfg := busybox("env", "sleep", "1000")
+	const limit = 64 << 20
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: limit}
+	id := p.run(t, cfg)
+
+	if env := p.mustExec(t, id, "env"); !strings.Contains(env, "HOSTNAME="+p.cfg.Hostname+"\n") {
+		t.Errorf("HOSTNAME is not the pod's %q:\n%s", p.cfg.Hostname, env)
+	}
+	if hn := strings.TrimSpace(p.mustExec(t, id, "cat", "/etc/hostname")); hn != p.cfg.Hostname {
+		t.Errorf("/etc/hostname = %q", hn)
+	}
+
+	daemonLimits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", p.d.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, got := openFiles(string(daemonLimits)), openFiles(p.mustExec(t, id, "cat", "/proc/self/limits")); got != want {
+		t.Errorf("open files limit %q, want the daemon's %q", got, want)
+	}
+
+	// cgroup v1 here: the container's own memory cgroup, read-only.
+	if got := strings.TrimSpace(p.mustExec(t, id, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")); got != fmt.Sprint(limit) {
+		t.Errorf("memory.limit_in_bytes in the container = %q, want %d", got, limit)
+	}
+	if r, _ := p.exec(t, id, 5, "sh", "-c", "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes"); r == nil || r.ExitCode == 0 {
+		t.Error("/sys/fs/cgroup is writable in an unprivileged container")
+	}
+	mountinfo := p.mustExec(t, id, "cat", "/proc/self/mountinfo")
+	for _, line := range strings.Split(mountinfo, "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == "/run" || f[4] == "/proc/kcore" || f[4] == "/proc/sys") {
+			t.Errorf("unexpected mount at %s: %s", f[4], line)
+		}
+	}
+
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		if got := strings.TrimSpace(p.mustExec(t, id, "cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")); got != fmt.Sprint(limit) {
+			t.Errorf("memory.memsw.limit_in_bytes = %q, want the memory limit %d", got, limit)
+		}
+		if got := p.status(t, id).GetResources().GetLinux().GetMemorySwapLimitInBytes(); got != limit {
+			t.Errorf("status memorySwapLimitInBytes = %d, want %d", got, limit)
+		}
+	}
+
+	for file, want := range map[string]string{
+		"/proc/sys/net/ipv4/ip_unprivileged_port_start": "0",
+		"/proc/sys/net/ipv4/ping_group_range":           "0\t2147483647",
+	} {
+		if got := strings.TrimSpace(p.mustExec(t, id, "cat", file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+}
+
+func openFiles(limits string) string {
+	for _, line := range strings.Split(limits, "\n") {
+		if strings.HasPrefix(line, "Max open files") {
+			return strings.Join(strings.Fields(line)[3:5], " ")
+		}
+	}
+	return ""
 }
 
 func TestCrunHandler(t *testing.T) {

@@ -124,16 +124,18 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	pipeline := events.New(client)
 	pipeline.Subscribe(ctx)
 	sandboxes := sandbox.NewManager(sandbox.Options{
-		Client:       client,
-		Runtimes:     rts,
-		CNI:          net,
-		Images:       imgs,
-		Events:       pipeline,
-		SandboxImage: cfg.SandboxImage,
-		RootDir:      rootDir,
-		StateDir:     stateDir,
-		RestrictOOM:  cfg.RestrictOOMScoreAdj,
-		Namespace:    config.Namespace,
+		Client:            client,
+		Runtimes:          rts,
+		CNI:               net,
+		Images:            imgs,
+		Events:            pipeline,
+		SandboxImage:      cfg.SandboxImage,
+		RootDir:           rootDir,
+		StateDir:          stateDir,
+		RestrictOOM:       cfg.RestrictOOMScoreAdj,
+		UnprivilegedPorts: cfg.EnableUnprivilegedPorts,
+		UnprivilegedICMP:  cfg.EnableUnprivilegedICMP,
+		Namespace:         config.Namespace,
 	})
 
 	ctrs := containers.NewManager(containers.Options{

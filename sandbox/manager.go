@@ -56,7 +56,11 @@ type Options struct {
 	RootDir      string // the plugin's root: per-pod files
 	StateDir     string // the plugin's state: netns pins, shm mounts
 	RestrictOOM  bool
-	Namespace    string // containerd namespace, for work no request carries
+	// UnprivilegedPorts and UnprivilegedICMP are enable_unprivileged_ports
+	// and enable_unprivileged_icmp.
+	UnprivilegedPorts bool
+	UnprivilegedICMP  bool
+	Namespace         string // containerd namespace, for work no request carries
 }
 
 // Manager creates, stops and removes sandboxes.
@@ -184,7 +188,8 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	}
 
 	opts, err := pauseSpec(specInput{id: id, cfg: cfg, image: &img, imageName: m.SandboxImage, handler: h,
-		files: f, netnsPath: sb.netnsPath, restrictOOM: m.RestrictOOM})
+		files: f, netnsPath: sb.netnsPath, restrictOOM: m.RestrictOOM,
+		unprivilegedPorts: m.UnprivilegedPorts, unprivilegedICMP: m.UnprivilegedICMP})
 	if err != nil {
 		return fmt.Errorf("pause spec: %w", err)
 	}

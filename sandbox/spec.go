@@ -1,10 +1,15 @@
 package sandbox
 
 import (
+	"context"
+	"maps"
+	"os"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,7 +28,26 @@ const (
 	AnnotationSandboxUID    = "io.kubernetes.cri.sandbox-uid"
 	AnnotationSandboxLogDir = "io.kubernetes.cri.sandbox-log-directory"
 	AnnotationImageName     = "io.kubernetes.cri.image-name"
-	ContainerTypeSandbox    = "sandbox"
+	// AnnotationSandboxImageName is the pause image, on the pause only.
+	AnnotationSandboxImageName = "io.kubernetes.cri.podsandbox.image-name"
+	// The pod's overhead plus its containers' resources, as the kubelet
+	// sums them: VM runtimes size the VM from them.
+	AnnotationSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
+	AnnotationSandboxCPUQuota  = "io.kubernetes.cri.sandbox-cpu-quota"
+	AnnotationSandboxCPUShares = "io.kubernetes.cri.sandbox-cpu-shares"
+	AnnotationSandboxMemory    = "io.kubernetes.cri.sandbox-memory"
+	ContainerTypeSandbox       = "sandbox"
+)
+
+// pauseCPUShares is the pause process's weight: it only sleeps, so the
+// minimum cgroup v1 accepts, as upstream.
+const pauseCPUShares = 2
+
+// Sysctls a pod in its own network namespace gets unless it sets them
+// (enable_unprivileged_ports, enable_unprivileged_icmp).
+const (
+	sysctlPortStart = "net.ipv4.ip_unprivileged_port_start"
+	sysctlPingGroup = "net.ipv4.ping_group_range"
 )
 
 // pauseOOMScoreAdj keeps the pause process, which holds the pod's
@@ -40,6 +64,10 @@ type specInput struct {
 	files       Files
 	netnsPath   string // "" for the host network
 	restrictOOM bool
+	// unprivilegedPorts and unprivilegedICMP are enable_unprivileged_ports
+	// and enable_unprivileged_icmp.
+	unprivilegedPorts bool
+	unprivilegedICMP  bool
 }
 
 // pauseSpec lists the options that make the pause container's spec, each
@@ -48,34 +76,41 @@ func pauseSpec(in specInput) ([]oci.SpecOpts, error) {
 	sc := in.cfg.GetLinux().GetSecurityContext()
 	nsOpts := sc.GetNamespaceOptions()
 	hostIPC := nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE
+	shm := in.files.Shm()
+	if hostIPC {
+		shm = "/dev/shm"
+	}
+	ownUserNS, _ := idMappings(nsOpts.GetUsernsOptions())
+	// Not for a pod in its own user namespace: its network namespace
+	// belongs to the node's, whose sysctls the pod's root cannot write
+	// (upstream creates it in the pod's user namespace instead).
+	sysctls := podSysctls(in.cfg.GetLinux().GetSysctls(), in.netnsPath != "",
+		in.unprivilegedPorts && ownUserNS == nil, in.unprivilegedICMP && ownUserNS == nil && !runningInUserNS())
 	opts := []oci.SpecOpts{
 		withImageProcess(in.image),
+		spec.WithoutRlimits(),
 		oci.WithHostname(in.cfg.GetHostname()),
 		spec.WithNamespacePath(specs.NetworkNamespace, in.netnsPath),
 		withPodNamespaces(nsOpts),
 		withUserNamespace(nsOpts.GetUsernsOptions()),
-		spec.WithBindMount(in.files.Hostname(), "/etc/hostname", true),
-		spec.WithBindMount(in.files.Hosts(), "/etc/hosts", true),
-		spec.WithBindMount(in.files.ResolvConf(), "/etc/resolv.conf", true),
+		// Pause reads no file: resolv.conf is there for VM runtimes that
+		// set up the guest's DNS from it. nosuid,nodev,noexec also let
+		// the remount succeed in a user namespace.
+		spec.WithBindMountOptions(in.files.ResolvConf(), "/etc/resolv.conf", "rbind", "ro", "nosuid", "nodev", "noexec"),
+		spec.WithBindMountOptions(shm, "/dev/shm", "rbind", "ro", "nosuid", "nodev", "noexec"),
+		oci.WithRootFSReadonly(),
 		spec.WithCgroupsPath(in.cfg.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
-		spec.WithSysctls(in.cfg.GetLinux().GetSysctls()),
+		withCPUShares(pauseCPUShares),
+		spec.WithSysctls(sysctls),
 		spec.WithOOMScoreAdj(pauseOOMScoreAdj, in.restrictOOM),
 		oci.WithAnnotations(pauseAnnotations(in)),
 		oci.WithoutRunMount,
 		spec.WithOCIVersionAtMost(in.handler.Features.SpecVersion),
 	}
-	if hostIPC {
-		opts = append(opts, spec.WithBindMount("/dev/shm", "/dev/shm", false))
-	} else {
-		opts = append(opts, spec.WithBindMount(in.files.Shm(), "/dev/shm", false))
-	}
 	// A host-network pod shares the node's UTS namespace too.
 	opts = append(opts, withHostUTSIfHostNetwork(nsOpts))
 	if u := userOpt(sc, in.image); u != nil {
 		opts = append(opts, u)
-	}
-	if sc.GetReadonlyRootfs() {
-		opts = append(opts, oci.WithRootFSReadonly())
 	}
 	if sc.GetPrivileged() {
 		// Containers of a privileged pod may be privileged: nothing masked.
@@ -169,9 +204,58 @@ func userOpt(sc *runtimeapi.LinuxSandboxSecurityContext, img *images.Image) oci.
 	if gid < 0 {
 		gid = 0
 	}
-	groups := sc.GetSupplementalGroups()
-	return oci.Compose(oci.WithUIDGID(uint32(uid), uint32(gid)), spec.WithSupplementalGroups(groups))
+	// The pod's supplemental groups are its containers'; pause needs none.
+	return oci.WithUIDGID(uint32(uid), uint32(gid))
 }
+
+// withCPUShares sets the process's CPU weight.
+func withCPUShares(shares uint64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		if s.Linux.Resources.CPU == nil {
+			s.Linux.Resources.CPU = &specs.LinuxCPU{}
+		}
+		s.Linux.Resources.CPU.Shares = &shares
+		return nil
+	}
+}
+
+// podSysctls are the pod's sysctls plus, for a pod with its own network
+// namespace, unprivileged ports and ping unless the pod sets them itself.
+// ping_group_range is left alone in a user namespace, whose group range
+// the kernel would refuse.
+func podSysctls(req map[string]string, ownNetNS, ports, icmp bool) map[string]string {
+	out := maps.Clone(req)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if !ownNetNS {
+		return out
+	}
+	if _, set := out[sysctlPortStart]; ports && !set {
+		out[sysctlPortStart] = "0"
+	}
+	if _, set := out[sysctlPingGroup]; icmp && !set {
+		out[sysctlPingGroup] = "0 2147483647"
+	}
+	return out
+}
+
+// runningInUserNS says whether the daemon itself runs in a user namespace
+// (its uid_map is not the whole range).
+var runningInUserNS = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
+})
 
 func numericUser(user string) (uid, gid int, ok bool) {
 	if user == "" {
@@ -196,13 +280,19 @@ func numericUser(user string) (uid, gid int, ok bool) {
 func pauseAnnotations(in specInput) map[string]string {
 	m := in.cfg.GetMetadata()
 	a := map[string]string{
-		AnnotationContainerType: ContainerTypeSandbox,
-		AnnotationSandboxID:     in.id,
-		AnnotationSandboxName:   m.GetName(),
-		AnnotationSandboxNS:     m.GetNamespace(),
-		AnnotationSandboxUID:    m.GetUid(),
-		AnnotationSandboxLogDir: in.cfg.GetLogDirectory(),
-		AnnotationImageName:     in.imageName,
+		AnnotationContainerType:    ContainerTypeSandbox,
+		AnnotationSandboxID:        in.id,
+		AnnotationSandboxName:      m.GetName(),
+		AnnotationSandboxNS:        m.GetNamespace(),
+		AnnotationSandboxUID:       m.GetUid(),
+		AnnotationSandboxLogDir:    in.cfg.GetLogDirectory(),
+		AnnotationSandboxImageName: in.imageName,
+	}
+	if r := in.cfg.GetLinux().GetResources(); r != nil {
+		a[AnnotationSandboxCPUPeriod] = strconv.FormatInt(r.CpuPeriod, 10)
+		a[AnnotationSandboxCPUQuota] = strconv.FormatInt(r.CpuQuota, 10)
+		a[AnnotationSandboxCPUShares] = strconv.FormatInt(r.CpuShares, 10)
+		a[AnnotationSandboxMemory] = strconv.FormatInt(r.MemoryLimitInBytes, 10)
 	}
 	for k, v := range in.cfg.GetAnnotations() {
 		if matchesAny(in.handler.PodAnnotations, k) {

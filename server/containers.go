@@ -105,10 +105,11 @@ func (s *Service) containerStatus(c *containers.Container, st containers.Status)
 	if !st.FinishedAt.IsZero() {
 		out.FinishedAt = st.FinishedAt.UnixNano()
 	}
+	// As applied: a memory limit brings its swap limit (EffectiveResources).
 	if r := st.Resources; r != nil {
-		out.Resources = &runtimeapi.ContainerResources{Linux: r}
+		out.Resources = &runtimeapi.ContainerResources{Linux: containers.EffectiveResources(r)}
 	} else if r := c.Config.GetLinux().GetResources(); r != nil {
-		out.Resources = &runtimeapi.ContainerResources{Linux: r}
+		out.Resources = &runtimeapi.ContainerResources{Linux: containers.EffectiveResources(r)}
 	}
 	return out
 }

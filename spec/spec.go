@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -57,6 +60,12 @@ func WithBindMount(src, dst string, readonly bool) oci.SpecOpts {
 	} else {
 		opts = append(opts, "rw")
 	}
+	return WithBindMountOptions(src, dst, opts...)
+}
+
+// WithBindMountOptions mounts src at dst with exactly opts, replacing any
+// mount already at dst.
+func WithBindMountOptions(src, dst string, opts ...string) oci.SpecOpts {
 	return oci.Compose(
 		oci.WithoutMounts(dst),
 		oci.WithMounts([]specs.Mount{{Source: src, Destination: dst, Type: "bind", Options: opts}}),
@@ -209,4 +218,111 @@ func versionParts(v string) [3]int {
 		out[i], _ = strconv.Atoi(p)
 	}
 	return out
+}
+
+// WithoutRlimits drops the rlimits of containerd's default spec
+// (RLIMIT_NOFILE 1024:1024): pod processes inherit the daemon's limits,
+// as with upstream's CRI.
+func WithoutRlimits() oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process != nil {
+			s.Process.Rlimits = nil
+		}
+		return nil
+	}
+}
+
+// WithCgroupMount mounts the cgroup filesystem read-only at /sys/fs/cgroup
+// (oci.WithPrivileged later makes it writable), unless a mount is there
+// already. hostOpts are the host's cgroup2 super options a container
+// without its own cgroup namespace must keep, since the superblock is
+// shared (see CgroupSharedOptions).
+func WithCgroupMount(hostOpts []string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		for _, m := range s.Mounts {
+			if filepath.Clean(m.Destination) == "/sys/fs/cgroup" {
+				return nil
+			}
+		}
+		opts := []string{"nosuid", "noexec", "nodev", "relatime", "ro"}
+		hasNS := s.Linux != nil && slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+			return ns.Type == specs.CgroupNamespace
+		})
+		if !hasNS {
+			opts = append(opts, hostOpts...)
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Source: "cgroup", Destination: "/sys/fs/cgroup", Type: "cgroup", Options: opts})
+		return nil
+	}
+}
+
+// CgroupUnified says whether the host runs cgroup v2 alone (a cgroup2
+// filesystem at /sys/fs/cgroup).
+var CgroupUnified = sync.OnceValue(func() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+})
+
+// CgroupSharedOptions are the super options of the host's cgroup2 mount at
+// /sys/fs/cgroup that a new mount of the same superblock would otherwise
+// strip (nsdelegate, memory_recursiveprot); none on a cgroup v1 host.
+func CgroupSharedOptions() []string {
+	if !CgroupUnified() {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	return cgroupSharedOptions(string(b))
+}
+
+func cgroupSharedOptions(mountinfo string) []string {
+	var out []string
+	for line := range strings.SplitSeq(mountinfo, "\n") {
+		// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
+		pre, post, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if !ok || len(f) < 5 || f[4] != "/sys/fs/cgroup" {
+			continue
+		}
+		pf := strings.Fields(post)
+		if len(pf) < 3 || pf[0] != "cgroup2" {
+			continue
+		}
+		out = nil
+		for o := range strings.SplitSeq(pf[2], ",") {
+			if o == "nsdelegate" || o == "memory_recursiveprot" {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
+var (
+	swapOnce  sync.Once
+	swapAvail bool
+)
+
+// SwapAvailable says whether the host's memory cgroup can limit swap
+// (cgroup v1 memory.memsw.* exist only with swap accounting on; v2 has
+// memory.swap.max below the root). Where it cannot, a swap limit in the
+// spec makes runc fail, so none is set.
+func SwapAvailable() bool {
+	swapOnce.Do(func() {
+		p := "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+		if CgroupUnified() {
+			b, err := os.ReadFile("/proc/self/cgroup")
+			if err != nil {
+				return
+			}
+			// v2 only: the one line is "0::/path".
+			_, self, _ := strings.Cut(strings.TrimSpace(string(b)), "::")
+			p = filepath.Join("/sys/fs/cgroup", self, "memory.swap.max")
+		}
+		_, err := os.Stat(p)
+		swapAvail = err == nil
+	})
+	return swapAvail
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"golang.org/x/sys/unix"
 )
 
 // Config is the plugin section. Field tags are the 1.x key names so that an
@@ -44,6 +45,13 @@ type Config struct {
 	// CDISpecDirs.
 	EnableCDI   bool     `toml:"enable_cdi" json:"enableCDI"`
 	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs"`
+	// EnableUnprivilegedPorts gives pods with their own network namespace
+	// net.ipv4.ip_unprivileged_port_start=0 unless they set it: any user
+	// may bind ports below 1024 there.
+	EnableUnprivilegedPorts bool `toml:"enable_unprivileged_ports" json:"enableUnprivilegedPorts"`
+	// EnableUnprivilegedICMP gives them net.ipv4.ping_group_range=
+	// "0 2147483647" likewise: any user may ping without CAP_NET_RAW.
+	EnableUnprivilegedICMP bool `toml:"enable_unprivileged_icmp" json:"enableUnprivilegedICMP"`
 
 	Containerd ContainerdConfig `toml:"containerd" json:"containerd"`
 	CNI        CNIConfig        `toml:"cni" json:"cni"`
@@ -121,6 +129,8 @@ func Default() *Config {
 		StatsCollectPeriod:       10,
 		StatsSamplePeriod:        (10 * time.Second).String(),
 		EnableCDI:                true,
+		EnableUnprivilegedPorts:  true,
+		EnableUnprivilegedICMP:   true,
 		CDISpecDirs:              []string{"/etc/cdi", "/var/run/cdi"},
 		Containerd: ContainerdConfig{
 			Snapshotter:        "overlayfs",
@@ -211,6 +221,16 @@ func (c *Config) Validate() error {
 	for _, d := range c.CDISpecDirs {
 		if !filepath.IsAbs(d) {
 			add(bad("cdi_spec_dirs", d, "must be an absolute path"))
+		}
+	}
+	if c.EnableUnprivilegedPorts || c.EnableUnprivilegedICMP {
+		// Both sysctls are per network namespace only from Linux 4.11.
+		if rel := kernelRelease(); rel != "" && !kernelAtLeast(rel, 4, 11) {
+			key, v := "enable_unprivileged_ports", c.EnableUnprivilegedPorts
+			if !v {
+				key, v = "enable_unprivileged_icmp", c.EnableUnprivilegedICMP
+			}
+			add(bad(key, v, "needs Linux 4.11 or later (this kernel is %s); set it to false", rel))
 		}
 	}
 	if c.EnableSelinux {
@@ -337,4 +357,31 @@ func (c *Config) StatsPeriod() time.Duration {
 func (c *Config) SamplePeriod() time.Duration {
 	d, _ := time.ParseDuration(c.StatsSamplePeriod)
 	return d
+}
+
+// kernelRelease is uname -r, or "" when unknown.
+var kernelRelease = func() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// kernelAtLeast compares a release such as "6.18.44-fc" with major.minor.
+func kernelAtLeast(release string, major, minor int) bool {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return true // unknown form: let the kernel decide
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	digits := strings.IndexFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' })
+	if digits < 0 {
+		digits = len(parts[1])
+	}
+	mi, err2 := strconv.Atoi(parts[1][:digits])
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }

@@ -28,7 +28,8 @@ func TestDefaultsValidate(t *testing.T) {
 		c.ImagePullProgressTimeout != "5m0s" || c.MaxConcurrentDownloads != 3 || c.StatsCollectPeriod != 10 || c.SamplePeriod() != 10*time.Second ||
 		c.Containerd.Snapshotter != "overlayfs" || c.Containerd.DefaultRuntimeName != "runc" ||
 		c.Containerd.Runtimes["runc"].Type != "io.containerd.runc.v2" || c.CNI.ConfDir != "/etc/cni/net.d" ||
-		c.CNI.BinDirs[0] != "/opt/cni/bin" || c.CNI.MaxConfNum != 1 {
+		c.CNI.BinDirs[0] != "/opt/cni/bin" || c.CNI.MaxConfNum != 1 ||
+		!c.EnableUnprivilegedPorts || !c.EnableUnprivilegedICMP {
 		t.Fatalf("defaults differ from upstream's: %+v", c)
 	}
 }
@@ -111,5 +112,26 @@ SystemdCgroup = true
 	}
 	if got := c.Containerd.Runtimes["runc"].Type; got != RuncRuntimeType {
 		t.Fatalf("runtime_type = %q after setting only options", got)
+	}
+}
+
+// The unprivileged sysctls exist per network namespace from Linux 4.11:
+// on an older kernel either key on is an error naming it.
+func TestUnprivilegedSysctlsNeedKernel411(t *testing.T) {
+	defer func(f func() string) { kernelRelease = f }(kernelRelease)
+	kernelRelease = func() string { return "4.9.0-12-amd64" }
+	c := decode(t, "enable_unprivileged_ports = false\n")
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "enable_unprivileged_icmp = true") || !strings.Contains(err.Error(), "4.11") {
+		t.Fatalf("4.9 with enable_unprivileged_icmp: %v", err)
+	}
+	c = decode(t, "enable_unprivileged_ports = false\nenable_unprivileged_icmp = false\n")
+	if err := c.Validate(); err != nil {
+		t.Fatalf("4.9 with both off: %v", err)
+	}
+	for rel, want := range map[string]bool{"4.11.0": true, "4.10.17-rt": false, "6.18.44-fc-v769": true, "3.10.0-1160.el7": false, "5.4": true, "4.11-rc1": true} {
+		if got := kernelAtLeast(rel, 4, 11); got != want {
+			t.Errorf("kernelAtLeast(%q, 4, 11) = %v", rel, got)
+		}
 	}
 }
