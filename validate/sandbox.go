@@ -25,13 +25,66 @@ func name(field, v string) error {
 	return nil
 }
 
+// maxHostnameLen is the kernel's HOST_NAME_MAX.
+const maxHostnameLen = 64
+
 // absPath checks a path the runtime will create or write under.
 func absPath(field, p string) error {
 	if p == "" {
 		return nil
 	}
+	if len(p) > maxPathLen {
+		return Errorf("%s is longer than %d characters", field, maxPathLen)
+	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p || strings.Contains(p, "\x00") {
 		return Errorf("%s %q must be a clean absolute path", field, p)
+	}
+	return nil
+}
+
+// word checks a value written into a line of a pod file (hostname,
+// resolv.conf): whitespace or a control character would start another
+// entry or line.
+func word(field, v string) error {
+	for _, c := range v {
+		if c <= ' ' || c == 0x7f {
+			return Errorf("%s %.70q contains whitespace or a control character", field, v)
+		}
+	}
+	return nil
+}
+
+// profile checks a seccomp or AppArmor profile's type; a seccomp profile
+// from the host is a path.
+func profile(field string, p *runtimeapi.SecurityProfile, isPath bool) error {
+	if p == nil {
+		return nil
+	}
+	if _, ok := runtimeapi.SecurityProfile_ProfileType_name[int32(p.ProfileType)]; !ok {
+		return Errorf("%s: unknown profile type %d", field, p.ProfileType)
+	}
+	if p.ProfileType == runtimeapi.SecurityProfile_Localhost && isPath {
+		if p.LocalhostRef == "" {
+			return Errorf("%s: localhost_ref is required", field)
+		}
+		return absPath(field+".localhost_ref", p.LocalhostRef)
+	}
+	return nil
+}
+
+// namespaceModes checks the modes of a pod's or container's namespaces; a
+// container may target another container's PID namespace, by its ID.
+func namespaceModes(field string, ns *runtimeapi.NamespaceOption) error {
+	for _, f := range []struct {
+		name string
+		mode runtimeapi.NamespaceMode
+	}{{"network", ns.GetNetwork()}, {"pid", ns.GetPid()}, {"ipc", ns.GetIpc()}} {
+		if _, ok := runtimeapi.NamespaceMode_name[int32(f.mode)]; !ok {
+			return Errorf("%s.%s: unknown mode %d", field, f.name, f.mode)
+		}
+	}
+	if ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		return ID(field+".target_id", ns.GetTargetId())
 	}
 	return nil
 }
@@ -44,16 +97,26 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 	if m == nil {
 		return Errorf("config.metadata is required")
 	}
-	for field, v := range map[string]string{"metadata.name": m.Name, "metadata.namespace": m.Namespace, "metadata.uid": m.Uid} {
-		if err := name(field, v); err != nil {
+	// In order: the same request gets the same message.
+	for _, f := range [][2]string{{"metadata.name", m.Name}, {"metadata.namespace", m.Namespace}, {"metadata.uid", m.Uid}} {
+		if err := name(f[0], f[1]); err != nil {
 			return err
 		}
 	}
 	if m.Attempt > 1<<20 {
 		return Errorf("metadata.attempt %d is absurd", m.Attempt)
 	}
-	if len(c.Hostname) > 253 || strings.ContainsAny(c.Hostname, "/ \x00") {
-		return Errorf("hostname %q is not a host name", c.Hostname)
+	if len(c.Hostname) > maxHostnameLen || strings.Contains(c.Hostname, "/") {
+		return Errorf("hostname %.70q is not a host name of at most %d characters", c.Hostname, maxHostnameLen)
+	}
+	if err := word("hostname", c.Hostname); err != nil {
+		return err
+	}
+	if err := stringMap("labels", c.Labels); err != nil {
+		return err
+	}
+	if err := stringMap("annotations", c.Annotations); err != nil {
+		return err
 	}
 	if err := absPath("log_directory", c.LogDirectory); err != nil {
 		return err
@@ -64,6 +127,11 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 	for _, s := range c.GetDnsConfig().GetServers() {
 		if net.ParseIP(s) == nil {
 			return Errorf("dns_config.servers: %q is not an IP address", s)
+		}
+	}
+	for _, s := range append(append([]string{}, c.GetDnsConfig().GetSearches()...), c.GetDnsConfig().GetOptions()...) {
+		if err := word("dns_config", s); err != nil {
+			return err
 		}
 	}
 	for _, pm := range c.GetPortMappings() {
@@ -77,11 +145,16 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 			return Errorf("port_mappings: host_ip %q is not an IP address", pm.HostIp)
 		}
 	}
-	ns := c.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	for field, mode := range map[string]runtimeapi.NamespaceMode{"network": ns.GetNetwork(), "pid": ns.GetPid(), "ipc": ns.GetIpc()} {
-		if _, ok := runtimeapi.NamespaceMode_name[int32(mode)]; !ok {
-			return Errorf("namespace_options.%s: unknown mode %d", field, mode)
-		}
+	sc := c.GetLinux().GetSecurityContext()
+	if err := profile("linux.security_context.seccomp", sc.GetSeccomp(), true); err != nil {
+		return err
+	}
+	if err := profile("linux.security_context.apparmor", sc.GetApparmor(), false); err != nil {
+		return err
+	}
+	ns := sc.GetNamespaceOptions()
+	if err := namespaceModes("namespace_options", ns); err != nil {
+		return err
 	}
 	if u := ns.GetUsernsOptions(); u != nil {
 		if _, ok := runtimeapi.NamespaceMode_name[int32(u.Mode)]; !ok || u.Mode == runtimeapi.NamespaceMode_CONTAINER || u.Mode == runtimeapi.NamespaceMode_TARGET {
