@@ -223,6 +223,9 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		{"pid target traversal", ctr(func(r *runtimeapi.CreateContainerRequest) {
 			cSecCtx(r).NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "../1"}
 		})},
+		{"pid target the host's init", ctr(func(r *runtimeapi.CreateContainerRequest) {
+			cSecCtx(r).NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "1"}
+		})},
 		// Containers: absurd sizes.
 		{"container name of 1 MB", ctr(func(r *runtimeapi.CreateContainerRequest) { r.Config.Metadata.Name = mb })},
 		{"container annotation of 1 MB", ctr(func(r *runtimeapi.CreateContainerRequest) { r.Config.Annotations = map[string]string{"big": mb} })},

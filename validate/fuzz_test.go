@@ -256,7 +256,9 @@ func FuzzRequest(f *testing.F) {
 			}
 			ns := r.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 			if ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
-				component(t, "target_id", ns.GetTargetId())
+				if !fullID(ns.GetTargetId()) {
+					t.Fatalf("target_id %q accepted", ns.GetTargetId())
+				}
 			}
 		case *runtimeapi.StopPodSandboxRequest:
 			component(t, "pod_sandbox_id", r.PodSandboxId)

@@ -73,7 +73,9 @@ func profile(field string, p *runtimeapi.SecurityProfile, isPath bool) error {
 }
 
 // namespaceModes checks the modes of a pod's or container's namespaces; a
-// container may target another container's PID namespace, by its ID.
+// container may target another container's PID namespace, by its full ID
+// (ours are 64 hex digits): a short one such as "1" or "self" could name
+// a host process's namespace.
 func namespaceModes(field string, ns *runtimeapi.NamespaceOption) error {
 	for _, f := range []struct {
 		name string
@@ -83,8 +85,8 @@ func namespaceModes(field string, ns *runtimeapi.NamespaceOption) error {
 			return Errorf("%s.%s: unknown mode %d", field, f.name, f.mode)
 		}
 	}
-	if ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
-		return ID(field+".target_id", ns.GetTargetId())
+	if id := ns.GetTargetId(); ns.GetPid() == runtimeapi.NamespaceMode_TARGET && !fullID(id) {
+		return Errorf("%s.target_id %.70q is not a container ID", field, id)
 	}
 	return nil
 }
@@ -165,4 +167,17 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 		}
 	}
 	return nil
+}
+
+// fullID tells whether id is a whole object ID as we make them.
+func fullID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

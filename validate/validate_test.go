@@ -82,6 +82,12 @@ func TestRefusedBeforeAnythingIsMade(t *testing.T) {
 		"target path": func(c *runtimeapi.ContainerConfig) {
 			c.Linux = linux(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "../1"})
 		},
+		"target host pid": func(c *runtimeapi.ContainerConfig) {
+			c.Linux = linux(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "1"})
+		},
+		"target self": func(c *runtimeapi.ContainerConfig) {
+			c.Linux = linux(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "self"})
+		},
 		"argument 1 MB":   func(c *runtimeapi.ContainerConfig) { c.Args = []string{mb} },
 		"argv 3 MB":       func(c *runtimeapi.ContainerConfig) { c.Args = slicesRepeat(strings.Repeat("a", 100<<10), 30) },
 		"argument NUL":    func(c *runtimeapi.ContainerConfig) { c.Command = []string{"a\x00b"} },
