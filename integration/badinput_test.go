@@ -143,17 +143,24 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		hugeArgs = append(hugeArgs, strings.Repeat("a", 100<<10)) // 3 MB in all
 	}
 
+	// Each request has a name of its own, so that one wrongly accepted
+	// does not hide the next behind AlreadyExists.
+	var seq int
 	pod := func(change func(c *runtimeapi.PodSandboxConfig)) func(context.Context) error {
+		seq++
+		name := fmt.Sprintf("bad-%d", seq)
 		return func(ctx context.Context) error {
-			cfg := podConfig(l, "bad")
+			cfg := podConfig(l, name)
 			change(cfg)
 			_, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 			return err
 		}
 	}
 	ctr := func(change func(r *runtimeapi.CreateContainerRequest)) func(context.Context) error {
+		seq++
+		name := fmt.Sprintf("bad-%d", seq)
 		return func(ctx context.Context) error {
-			r := &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: busybox("bad", "sleep", "1000"), SandboxConfig: p.cfg}
+			r := &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: busybox(name, "sleep", "1000"), SandboxConfig: p.cfg}
 			change(r)
 			_, err := d.Runtime.CreateContainer(ctx, r)
 			return err
@@ -178,7 +185,7 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		{"pod log directory relative", pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "../pods/x" })},
 		{"pod log directory with ..", pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = l.Dir + "/../../etc" })},
 		{"pod cgroup parent with ..", pod(func(c *runtimeapi.PodSandboxConfig) { c.Linux.CgroupParent = "/a/../../b" })},
-		{"pod hostname with newline", pod(func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "h\n1.2.3.4 evil" })},
+		{"pod hostname with newline", pod(func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "h\nevil" })},
 		{"pod dns search with newline", pod(func(c *runtimeapi.PodSandboxConfig) {
 			c.DnsConfig = &runtimeapi.DNSConfig{Searches: []string{"svc\nnameserver 1.2.3.4"}}
 		})},
@@ -294,12 +301,12 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		}},
 	}
 
-	before := residue(t, l, client)
-	if len(before["containers"]) != 1 || len(before["netns pins"]) != 1 {
-		t.Fatalf("expected the one pod: %v", before)
+	if r := residue(t, l, client); len(r["containers"]) != 1 || len(r["netns pins"]) != 1 {
+		t.Fatalf("expected the one pod: %v", r)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			before := residue(t, l, client)
 			err := tc.call(ctxT(t))
 			if status.Code(err) != codes.InvalidArgument {
 				t.Errorf("got %v, want InvalidArgument", err)
