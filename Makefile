@@ -11,7 +11,7 @@ INTEGRATION_TIMEOUT ?= 20m
 # `make fuzz` FUZZTIME.
 FUZZ_PKGS     := ./logs ./validate
 FUZZTIME      ?= 60s
-FUZZTIME_TEST ?= 3s
+FUZZTIME_TEST ?= 5s
 # Pod+container create/start/stop/remove iterations of the churn test:
 # `make test` runs CHURN_N_TEST, `make churn` CHURN_N.
 CHURN_N       ?= 500
