@@ -181,6 +181,10 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		// Pods: traversal.
 		{"pod name ..", pod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = ".." })},
 		{"pod namespace traversal", pod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Namespace = "../../etc" })},
+		{"pod name adding a CNI arg", pod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Metadata.Name = "p;IP=" + strings.TrimSuffix(l.Network.Subnet, "0/24") + "77"
+		})},
+		{"pod namespace with newline", pod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Namespace = "ns\nx" })},
 		{"pod uid with slash", pod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Uid = "a/b" })},
 		{"pod log directory relative", pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "../pods/x" })},
 		{"pod log directory with ..", pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = l.Dir + "/../../etc" })},

@@ -89,6 +89,16 @@ func line(t *testing.T, what, v string) {
 	}
 }
 
+// cniArg asserts that an accepted pod name, namespace or uid is one
+// CNI_ARGS value: it cannot add an argument.
+func cniArg(t *testing.T, what, v string) {
+	t.Helper()
+	line(t, what, v)
+	if strings.ContainsAny(v, ";=") {
+		t.Fatalf("%s %q accepted", what, v)
+	}
+}
+
 func FuzzID(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string) {
 		if checkTwice(t, "ID", func() error { return ID("container_id", id) }) == nil {
@@ -101,6 +111,7 @@ func FuzzName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v string) {
 		if checkTwice(t, "name", func() error { return name("metadata.name", v) }) == nil {
 			component(t, "name", v)
+			cniArg(t, "name", v)
 			if len(v) > maxNameLen {
 				t.Fatalf("name of %d bytes accepted", len(v))
 			}
@@ -233,6 +244,7 @@ func FuzzRequest(f *testing.F) {
 			m := r.Config.Metadata
 			for _, v := range []string{m.Name, m.Namespace, m.Uid} {
 				component(t, "metadata", v)
+				cniArg(t, "metadata", v)
 			}
 			absolute(t, "log_directory", r.Config.LogDirectory)
 			absolute(t, "cgroup_parent", r.Config.GetLinux().GetCgroupParent())

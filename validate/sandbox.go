@@ -11,8 +11,9 @@ import (
 // maxNameLen bounds metadata fields; Kubernetes names are at most 253.
 const maxNameLen = 253
 
-// name checks a metadata name, namespace or uid: required, bounded, and
-// never able to act as a path.
+// name checks a metadata name, namespace or uid: required, bounded,
+// never able to act as a path, and one CNI_ARGS value (";" and "=" would
+// add arguments, such as host-local's IP=).
 func name(field, v string) error {
 	switch {
 	case v == "":
@@ -21,8 +22,10 @@ func name(field, v string) error {
 		return Errorf("%s is longer than %d characters", field, maxNameLen)
 	case strings.ContainsAny(v, "/\\\x00") || v == "." || v == "..":
 		return Errorf("%s %q must not contain path separators", field, v)
+	case strings.ContainsAny(v, ";="):
+		return Errorf("%s %q must not contain ; or =", field, v)
 	}
-	return nil
+	return word(field, v)
 }
 
 // maxHostnameLen is the kernel's HOST_NAME_MAX.

@@ -51,12 +51,14 @@ func TestRefusedBeforeAnythingIsMade(t *testing.T) {
 		big[strings.Repeat("k", 8)+string(rune('a'+i%26))+strings.Repeat("v", i%7)+string(rune(i))] = "value"
 	}
 	pods := map[string]func(c *runtimeapi.PodSandboxConfig){
-		"hostname newline": func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "a\nb" },
-		"hostname 65":      func(c *runtimeapi.PodSandboxConfig) { c.Hostname = strings.Repeat("h", 65) },
-		"dns option space": func(c *runtimeapi.PodSandboxConfig) { c.DnsConfig = &runtimeapi.DNSConfig{Options: []string{"a b"}} },
-		"annotation 1 MB":  func(c *runtimeapi.PodSandboxConfig) { c.Annotations = map[string]string{"a": mb} },
-		"labels":           func(c *runtimeapi.PodSandboxConfig) { c.Labels = big },
-		"empty label key":  func(c *runtimeapi.PodSandboxConfig) { c.Labels = map[string]string{"": "x"} },
+		"hostname newline":  func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "a\nb" },
+		"name with CNI arg": func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "p;IP=10.0.0.7" },
+		"uid with space":    func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Uid = "u 1" },
+		"hostname 65":       func(c *runtimeapi.PodSandboxConfig) { c.Hostname = strings.Repeat("h", 65) },
+		"dns option space":  func(c *runtimeapi.PodSandboxConfig) { c.DnsConfig = &runtimeapi.DNSConfig{Options: []string{"a b"}} },
+		"annotation 1 MB":   func(c *runtimeapi.PodSandboxConfig) { c.Annotations = map[string]string{"a": mb} },
+		"labels":            func(c *runtimeapi.PodSandboxConfig) { c.Labels = big },
+		"empty label key":   func(c *runtimeapi.PodSandboxConfig) { c.Labels = map[string]string{"": "x"} },
 		"seccomp type": func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: 9}}
 		},
