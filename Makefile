@@ -6,7 +6,7 @@ BIN       := $(CURDIR)/bin
 RUN_DIR   ?= $(CURDIR)/_run
 METRICS   ?= 127.0.0.1:1338
 GOTESTFLAGS ?=
-INTEGRATION_TIMEOUT ?= 20m
+INTEGRATION_TIMEOUT ?= 30m
 # Packages with fuzz targets; `make test` runs each target FUZZTIME_TEST,
 # `make fuzz` FUZZTIME.
 FUZZ_PKGS     := ./logs ./validate
