@@ -6,7 +6,16 @@ BIN       := $(CURDIR)/bin
 RUN_DIR   ?= $(CURDIR)/_run
 METRICS   ?= 127.0.0.1:1338
 GOTESTFLAGS ?=
-INTEGRATION_TIMEOUT ?= 20m
+INTEGRATION_TIMEOUT ?= 30m
+# Packages with fuzz targets; `make test` runs each target FUZZTIME_TEST,
+# `make fuzz` FUZZTIME.
+FUZZ_PKGS     := ./logs ./validate
+FUZZTIME      ?= 60s
+FUZZTIME_TEST ?= 5s
+# Pod+container create/start/stop/remove iterations of the churn test:
+# `make test` runs CHURN_N_TEST, `make churn` CHURN_N.
+CHURN_N       ?= 500
+CHURN_N_TEST  ?= 30
 
 .DEFAULT_GOAL := help
 
@@ -23,9 +32,29 @@ deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, cru
 	./hack/deps.sh
 
 .PHONY: test
-test: deps build ## Run unit tests, then integration tests against bin/containerd (needs root)
+test: deps build ## Unit tests (seed corpora included), a short run of each fuzz target, then integration tests (needs root)
 	$(GO) test -count=1 -race $(GOTESTFLAGS) $$($(GO) list ./... | grep -v /integration)
-	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
+	$(call fuzz-each,$(FUZZTIME_TEST))
+	NODECRI_CHURN_N=$(CHURN_N_TEST) $(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
+
+# fuzz-each runs every Fuzz target of FUZZ_PKGS for $(1); go test fuzzes
+# one target of one package at a time.
+define fuzz-each
+	@for pkg in $(FUZZ_PKGS); do \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg/*_test.go | cut -c6-); do \
+	    echo "fuzz $$pkg $$t for $(1)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(1) $$pkg || exit 1; \
+	  done; \
+	done
+endef
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 60s); failures land in <pkg>/testdata/fuzz
+	$(call fuzz-each,$(FUZZTIME))
+
+.PHONY: churn
+churn: deps build ## Pod+container churn: CHURN_N (default 500) cycles, then RSS, goroutines, fds and host leftovers
+	NODECRI_CHURN_N=$(CHURN_N) $(GO) test -count=1 -timeout 120m -run TestChurn -v ./integration/
 
 .PHONY: run
 run: deps build ## Start the daemon in the foreground on a development config under _run/

@@ -14,14 +14,30 @@ func containerConfig(c *runtimeapi.ContainerConfig) error {
 	if err := name("metadata.name", c.GetMetadata().GetName()); err != nil {
 		return err
 	}
+	if a := c.GetMetadata().GetAttempt(); a > 1<<20 {
+		return Errorf("metadata.attempt %d is absurd", a)
+	}
 	if err := imageRef("image.image", c.GetImage().GetImage(), true); err != nil {
 		return err
 	}
-	// The log path is relative to the pod's log directory and must stay in it.
+	// The log path is relative to the pod's log directory and must name a
+	// file in it: not the directory itself (".").
 	if p := c.GetLogPath(); p != "" {
-		if filepath.IsAbs(p) || strings.Contains(p, "\x00") || filepath.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
+		if len(p) > maxPathLen {
+			return Errorf("log_path is longer than %d characters", maxPathLen)
+		}
+		if filepath.IsAbs(p) || strings.Contains(p, "\x00") || filepath.Clean(p) != p || p == "." || p == ".." || strings.HasPrefix(p, "../") {
 			return Errorf("log_path %q must be a clean path inside the pod's log directory", p)
 		}
+	}
+	if err := stringMap("labels", c.Labels); err != nil {
+		return err
+	}
+	if err := stringMap("annotations", c.Annotations); err != nil {
+		return err
+	}
+	if err := argv("command and args", append(append([]string{}, c.Command...), c.Args...), c.Envs); err != nil {
+		return err
 	}
 	if c.GetWorkingDir() != "" && !filepath.IsAbs(c.GetWorkingDir()) {
 		return Errorf("working_dir %q must be absolute", c.GetWorkingDir())
@@ -50,16 +66,24 @@ func containerConfig(c *runtimeapi.ContainerConfig) error {
 			return Errorf("device %s: permissions %q are not a subset of rwm", d.HostPath, d.Permissions)
 		}
 	}
-	if sc := c.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+	sc := c.GetLinux().GetSecurityContext()
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
 		return Errorf("run_as_group needs run_as_user or run_as_username")
+	}
+	if err := namespaceModes("linux.security_context.namespace_options", sc.GetNamespaceOptions()); err != nil {
+		return err
+	}
+	if err := profile("linux.security_context.seccomp", sc.GetSeccomp(), true); err != nil {
+		return err
+	}
+	if err := profile("linux.security_context.apparmor", sc.GetApparmor(), false); err != nil {
+		return err
+	}
+	if _, ok := runtimeapi.SupplementalGroupsPolicy_name[int32(sc.GetSupplementalGroupsPolicy())]; !ok {
+		return Errorf("supplemental_groups_policy %d is unknown", sc.GetSupplementalGroupsPolicy())
 	}
 	if _, ok := runtimeapi.Signal_name[int32(c.GetStopSignal())]; !ok {
 		return Errorf("stop_signal %d is unknown", c.GetStopSignal())
-	}
-	for _, e := range c.GetEnvs() {
-		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") {
-			return Errorf("env key %q is invalid", e.Key)
-		}
 	}
 	return nil
 }

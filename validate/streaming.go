@@ -11,6 +11,9 @@ func Exec(r *runtimeapi.ExecRequest) error {
 	if len(r.GetCmd()) == 0 {
 		return Errorf("cmd is required")
 	}
+	if err := argv("cmd", r.GetCmd(), nil); err != nil {
+		return err
+	}
 	return streams(r.GetStdin(), r.GetStdout(), r.GetStderr(), r.GetTty())
 }
 

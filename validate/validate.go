@@ -5,6 +5,7 @@
 package validate
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"strings"
@@ -64,6 +65,9 @@ func Request(req any) error {
 	case *runtimeapi.ExecSyncRequest:
 		if len(r.GetCmd()) == 0 {
 			return Errorf("cmd is required")
+		}
+		if err := argv("cmd", r.GetCmd(), nil); err != nil {
+			return err
 		}
 		if r.GetTimeout() < 0 {
 			return Errorf("timeout %d is negative", r.GetTimeout())
@@ -164,6 +168,69 @@ func ID(field, id string) error {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.') {
 			return Errorf("%s %q has characters no ID has", field, id)
 		}
+	}
+	return nil
+}
+
+// Bounds on what a request may carry. gRPC lets up to 16 MiB through;
+// these keep absurd values out of our records and the OCI spec, and fail
+// them before anything is made rather than at exec or mount time.
+const (
+	// maxMapBytes bounds labels, and annotations, each: Kubernetes allows
+	// 256 KiB of annotations, and the kubelet adds a few of its own.
+	maxMapBytes = 512 << 10
+	// maxArgLen is the kernel's MAX_ARG_STRLEN (32 pages, with the NUL).
+	maxArgLen = 32*4096 - 1
+	// maxArgvBytes is exec's ARG_MAX under the usual 8 MiB stack limit:
+	// arguments and environment together, each with its NUL.
+	maxArgvBytes = 2 << 20
+	// maxPathLen is PATH_MAX.
+	maxPathLen = 4096
+)
+
+// stringMap checks labels or annotations: keys are required, and the map
+// is bounded in bytes.
+func stringMap(field string, m map[string]string) error {
+	n := 0
+	for k, v := range m {
+		if k == "" {
+			return Errorf("%s: empty key", field)
+		}
+		n += len(k) + len(v)
+	}
+	if n > maxMapBytes {
+		return Errorf("%s: %d bytes, more than %d", field, n, maxMapBytes)
+	}
+	return nil
+}
+
+// argv checks a command line (and environment) the kernel will be asked
+// to exec: no NUL inside a string, and within exec's limits.
+func argv(field string, args []string, env []*runtimeapi.KeyValue) error {
+	n := 0
+	for _, a := range args {
+		if len(a) > maxArgLen {
+			return Errorf("%s: an argument of %d bytes, more than %d", field, len(a), maxArgLen)
+		}
+		if strings.Contains(a, "\x00") {
+			return Errorf("%s: argument %.70q contains NUL", field, a)
+		}
+		n += len(a) + 1
+	}
+	for _, e := range env {
+		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") {
+			return Errorf("env key %.70q is invalid", e.Key)
+		}
+		if bytes.IndexByte(e.Value, 0) >= 0 {
+			return Errorf("env %s: value contains NUL", e.Key)
+		}
+		if l := len(e.Key) + 1 + len(e.Value); l > maxArgLen {
+			return Errorf("env %s: %d bytes, more than %d", e.Key, l, maxArgLen)
+		}
+		n += len(e.Key) + len(e.Value) + 2
+	}
+	if n > maxArgvBytes {
+		return Errorf("%s: %d bytes of arguments and environment, more than %d", field, n, maxArgvBytes)
 	}
 	return nil
 }
