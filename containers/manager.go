@@ -105,10 +105,14 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
+	targetPid, err := m.pidTarget(sb.ID, cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err != nil {
+		return "", err
+	}
 	name := Name(cfg.GetMetadata(), sb.Config.GetMetadata())
 	defer opDurations.WithValues("create", sb.Handler).UpdateSince(time.Now())
 	return m.names.Create(ctx, name, newID(), func(ctx context.Context, id string) error {
-		return m.create(ctx, id, name, sb, st.Pid, h, &img, cfg)
+		return m.create(ctx, id, name, sb, st.Pid, targetPid, h, &img, cfg)
 	}, func(id string) {
 		ctx, cancel := m.background()
 		defer cancel()
@@ -117,7 +121,28 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	})
 }
 
-func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
+// pidTarget is the init PID of the container a TARGET PID namespace mode
+// names: one of the same pod, running (the kubelet's debug containers
+// share the PID namespace of the container they debug).
+func (m *Manager) pidTarget(sandboxID string, ns *runtimeapi.NamespaceOption) (uint32, error) {
+	if ns.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return 0, nil
+	}
+	t, err := m.store.Get(ns.GetTargetId())
+	if err != nil {
+		return 0, fmt.Errorf("PID namespace target %s: %w", ns.GetTargetId(), err)
+	}
+	if t.SandboxID != sandboxID {
+		return 0, fmt.Errorf("PID namespace target %s is in another pod: %w", t.ID, errdefs.ErrInvalidArgument)
+	}
+	st := t.Status()
+	if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.Pid == 0 {
+		return 0, fmt.Errorf("PID namespace target %s is not running: %w", t.ID, errdefs.ErrFailedPrecondition)
+	}
+	return st.Pid, nil
+}
+
+func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid, targetPid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
 	ref := cfg.GetImage().GetImage()
 	var cimg containerd.Image
 	for n := range img.Refs {
@@ -156,7 +181,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return err
 	}
-	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
+	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, targetPid: targetPid, files: m.Sandboxes.Files(sb.ID),
 		image: img, imageRef: ref, imageName: cimg.Name(), handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)

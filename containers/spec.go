@@ -34,9 +34,12 @@ type specInput struct {
 	cfg      *runtimeapi.ContainerConfig
 	sandbox  *sandbox.Sandbox
 	pausePid uint32
-	files    sandbox.Files
-	image    *images.Image
-	imageRef string
+	// targetPid is the running init of the container whose PID namespace
+	// a TARGET namespace mode joins (kubectl debug --target).
+	targetPid uint32
+	files     sandbox.Files
+	image     *images.Image
+	imageRef  string
 	// imageName names the containerd image record created from.
 	imageName   string
 	handler     *runtimes.Handler
@@ -58,7 +61,7 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 		oci.WithDefaultPathEnv,
 		withHostnameEnv(in.sandbox.Config.GetHostname()),
 		withProcess(in.cfg, in.image),
-		withPodNamespaces(in.sandbox, in.pausePid, sc.GetNamespaceOptions()),
+		withPodNamespaces(in.sandbox, in.pausePid, in.targetPid, sc.GetNamespaceOptions()),
 		withCgroupNamespace(spec.CgroupUnified(), sc.GetPrivileged()),
 		withPodFiles(in.cfg, in.files, in.sandbox),
 		withCRIMounts(in.mounts),
@@ -176,7 +179,7 @@ func mergeEnv(image []string, request []*runtimeapi.KeyValue) []string {
 
 // withPodNamespaces joins the pause container's network, IPC and UTS
 // namespaces (or the node's), and the PID namespace the request asks for.
-func withPodNamespaces(sb *sandbox.Sandbox, pausePid uint32, ns *runtimeapi.NamespaceOption) oci.SpecOpts {
+func withPodNamespaces(sb *sandbox.Sandbox, pausePid, targetPid uint32, ns *runtimeapi.NamespaceOption) oci.SpecOpts {
 	podNS := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	path := func(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", pausePid, kind) }
 	join := func(t specs.LinuxNamespaceType, kind string, host bool) oci.SpecOpts {
@@ -196,7 +199,7 @@ func withPodNamespaces(sb *sandbox.Sandbox, pausePid uint32, ns *runtimeapi.Name
 	case runtimeapi.NamespaceMode_NODE:
 		opts = append(opts, oci.WithHostNamespace(specs.PIDNamespace))
 	case runtimeapi.NamespaceMode_TARGET:
-		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + ns.GetTargetId() + "/ns/pid"}))
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", targetPid)}))
 	}
 	if u := podNS.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
 		uids, gids := mappings(u)

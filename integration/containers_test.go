@@ -607,3 +607,35 @@ func (p *pod) verboseInfo(t *testing.T, id string) map[string]any {
 	}
 	return info
 }
+
+// A debug container with a TARGET PID namespace sees the processes of the
+// container it targets (kubectl debug --target); a target that is not
+// running, or does not exist, is refused before anything is made.
+func TestDebugContainerSharesTargetPIDNamespace(t *testing.T) {
+	p := newPod(t)
+	target := p.run(t, busybox("app", "sleep", "3601"))
+	debug := func(name, targetID string) *runtimeapi.ContainerConfig {
+		c := busybox(name, "sleep", "3600")
+		c.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: targetID}
+		return c
+	}
+	dbg := p.run(t, debug("debugger", target))
+	if out := p.mustExec(t, dbg, "ps", "-o", "args"); !strings.Contains(out, "sleep 3601") {
+		t.Errorf("the debug container does not see its target's processes:\n%s", out)
+	}
+	if out := p.mustExec(t, target, "ps", "-o", "args"); !strings.Contains(out, "sleep 3600") {
+		t.Errorf("the target does not see the debug container's processes:\n%s", out)
+	}
+
+	idle := p.create(t, busybox("idle", "sleep", "1"))
+	before, _ := p.d.Runtime.ListContainers(ctxT(t), &runtimeapi.ListContainersRequest{})
+	for targetID, want := range map[string]codes.Code{idle: codes.FailedPrecondition, strings.Repeat("ab", 32): codes.NotFound} {
+		_, err := p.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: debug("refused", targetID), SandboxConfig: p.cfg})
+		if status.Code(err) != want {
+			t.Errorf("target %.12s: %v, want %v", targetID, err, want)
+		}
+	}
+	if after, _ := p.d.Runtime.ListContainers(ctxT(t), &runtimeapi.ListContainersRequest{}); len(after.Containers) != len(before.Containers) {
+		t.Errorf("refused creates left containers: %d before, %d after", len(before.Containers), len(after.Containers))
+	}
+}
