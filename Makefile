@@ -18,14 +18,22 @@ help: ## Show this help
 build: ## Build bin/containerd (containerd with nodecri as its CRI plugin)
 	$(GO) build -o $(BIN)/containerd ./cmd/containerd
 
+.PHONY: build-failpoints
+build-failpoints: ## Build bin/containerd-failpoints (failpoints compiled in; for the fault tests only)
+	$(GO) build -tags failpoints -o $(BIN)/containerd-failpoints ./cmd/containerd
+
 .PHONY: deps
 deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables
 	./hack/deps.sh
 
 .PHONY: test
-test: deps build ## Run unit tests, then integration tests against bin/containerd (needs root)
+test: deps build build-failpoints ## Run unit tests, then integration tests against bin/containerd (needs root)
 	$(GO) test -count=1 -race $(GOTESTFLAGS) $$($(GO) list ./... | grep -v /integration)
 	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
+
+.PHONY: faults
+faults: deps build build-failpoints ## Fault injection: kill -9 the daemon at every failpoint, then at 200 random moments
+	NODECRI_FAULTS_KILLS=200 $(GO) test -count=1 -timeout 60m -run 'TestFault' -v ./integration/
 
 .PHONY: run
 run: deps build ## Start the daemon in the foreground on a development config under _run/
@@ -43,7 +51,7 @@ lint: ## gofmt and go vet
 
 .PHONY: clean
 clean: ## Remove bin/containerd and the _run/ and _output/ folders (keeps installed companions)
-	rm -f $(BIN)/containerd
+	rm -f $(BIN)/containerd $(BIN)/containerd-failpoints
 	rm -rf $(RUN_DIR) _output
 
 .PHONY: critest

@@ -21,6 +21,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/failpoint"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/logs"
 	"github.com/nodecri/nodecri/names"
@@ -156,6 +157,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.create.after-image-volumes")
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, files: m.Sandboxes.Files(sb.ID),
 		image: img, imageRef: ref, handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
 	if err != nil {
@@ -191,6 +193,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return fmt.Errorf("create container: %w", err)
 	}
+	failpoint.Hit(ctx, "container.create.after-record")
 	// The user the spec resolved (names, image groups), for status.
 	if sp, err := cntr.Spec(ctx); err == nil && sp.Process != nil {
 		c.User = sp.Process.User
@@ -293,6 +296,7 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 		m.closeLog(c)
 		return fmt.Errorf("create task: %w", err)
 	}
+	failpoint.Hit(ctx, "container.start.after-task-create")
 	// Taken before Start: a process can exit before Start returns, and its
 	// finish time must not precede its start time.
 	startedAt := time.Now()
@@ -309,6 +313,7 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 	c.status.Pid = task.Pid()
 	c.task = task
 	c.mu.Unlock()
+	failpoint.Hit(ctx, "container.start.after-task-start")
 	return nil
 }
 
@@ -490,6 +495,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.stop(ctx, c, 0); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-stop")
 	m.Events.Unwatch(c.ID)
 	if container, err := m.Client.LoadContainer(ctx, c.ID); err == nil {
 		if t, err := container.Task(ctx, nil); err == nil {
@@ -501,10 +507,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-record-delete")
 	m.closeLog(c)
 	if err := m.releaseImageVolumes(ctx, c.ID, m.snapshotterOf(c)); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-image-volumes")
 	m.store.Delete(c)
 	m.names.Release(c.Name, c.ID)
 	return nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nodecri/nodecri/cni"
 	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/failpoint"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/names"
 	"github.com/nodecri/nodecri/runtimes"
@@ -147,6 +148,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err := f.write(cfg, hostNet, hostIPC); err != nil {
 		return fmt.Errorf("sandbox files: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-files")
 
 	sb.network = NetworkNone
 	if !hostNet {
@@ -158,6 +160,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 		phaseDuration.WithValues("netns").UpdateSince(t)
 		sb.netnsPath = ns.GetPath()
 		sb.network = NetworkStarted
+		failpoint.Hit(ctx, "sandbox.run.after-netns")
 	}
 
 	opts, err := pauseSpec(specInput{id: id, cfg: cfg, image: &img, imageName: m.SandboxImage, handler: h,
@@ -190,6 +193,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err != nil {
 		return fmt.Errorf("create pause container: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-record")
 	phaseDuration.WithValues("pause_create").UpdateSince(t)
 
 	// CNI ADD and the pause task proceed together: both only need the
@@ -205,11 +209,13 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 			defer wg.Done()
 			t := time.Now()
 			cniRes, cniErr = m.CNI.Setup(ctx, m.pod(sb))
+			failpoint.Hit(ctx, "sandbox.run.after-cni-add")
 			phaseDuration.WithValues("cni_add").UpdateSince(t)
 		}()
 	}
 	m.Events.Watch(id, m)
 	pid, taskErr := m.startPause(ctx, container)
+	failpoint.Hit(ctx, "sandbox.run.after-pause-start")
 	wg.Wait()
 	if err := errors.Join(taskErr, cniErr); err != nil {
 		return err
@@ -227,6 +233,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err := m.persist(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-ready")
 	m.store.Add(sb)
 	phaseDuration.WithValues("total").UpdateSince(start)
 	return nil
@@ -383,12 +390,14 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop the pod's containers: %w", err)
 		}
 	}
+	failpoint.Hit(ctx, "sandbox.stop.after-containers")
 	if st := sb.Status(); st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && (st.Network == NetworkTornDown || st.Network == NetworkNone) && sb.stoppedFlag() {
 		return nil
 	}
 	if err := m.killPause(ctx, sb.ID); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.stop.after-pause-kill")
 	if err := m.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
@@ -466,9 +475,11 @@ func (m *Manager) teardownNetwork(ctx context.Context, sb *Sandbox) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.network.after-cni-del")
 	if err := netns.LoadNetNS(st.NetNSPath).Remove(); err != nil {
 		return fmt.Errorf("remove network namespace: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.network.after-netns-remove")
 	sb.mu.Lock()
 	sb.network = NetworkTornDown
 	sb.mu.Unlock()
@@ -482,9 +493,11 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := m.killPause(ctx, sb.ID); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-pause-kill")
 	if err := m.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-network")
 	if c, err := m.Client.LoadContainer(ctx, sb.ID); err == nil {
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete pause container: %w", err)
@@ -492,6 +505,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-record-delete")
 	return m.Files(sb.ID).remove()
 }
 
@@ -512,9 +526,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove the pod's containers: %w", err)
 		}
 	}
+	failpoint.Hit(ctx, "sandbox.remove.after-containers")
 	if err := m.teardown(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.remove.after-teardown")
 	m.store.Delete(sb.ID)
 	m.names.Release(sb.Name, sb.ID)
 	return nil
