@@ -361,12 +361,15 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 		return // a failed start already recorded why
 	}
 	if task != nil {
-		drained := make(chan struct{})
-		go func() { task.IO().Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(ioDrainTimeout):
-			task.IO().Close()
+		// A task recovered after it exited has no IO attached.
+		if tio := task.IO(); tio != nil {
+			drained := make(chan struct{})
+			go func() { tio.Wait(); close(drained) }()
+			select {
+			case <-drained:
+			case <-time.After(ioDrainTimeout):
+				tio.Close()
+			}
 		}
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("container", c.ID).Warn("deleting exited task")

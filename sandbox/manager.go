@@ -127,7 +127,7 @@ func (m *Manager) abandon(id string) {
 // RemovePodSandbox.
 func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.PodSandboxConfig, h *runtimes.Handler) (retErr error) {
 	start := time.Now()
-	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}
+	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, creating: true}
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -224,6 +224,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	sb.mu.Lock()
 	sb.pid = pid
 	sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
+	sb.creating = false
 	if !hostNet {
 		sb.network = NetworkReady
 		sb.cniResult = cniRes

@@ -120,8 +120,9 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 	}
 
 	// Created, but the daemon died before recording it ready: undo it all,
-	// CNI DEL included (ADD may have happened).
-	if !meta.Stopped && meta.Network == NetworkStarted {
+	// CNI DEL included (ADD may have happened). The retry of its
+	// RunPodSandbox then makes a new one under the free name.
+	if !meta.Stopped && (meta.Creating || meta.Network == NetworkStarted) {
 		log.G(ctx).WithField("sandbox", sb.ID).Warn("sandbox left half-made by a crash; tearing it down")
 		if err := m.teardown(ctx, sb); err != nil {
 			return nil, fmt.Errorf("tear down half-made sandbox: %w", err)
@@ -146,6 +147,13 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 		}
 	}
 	m.store.Add(sb)
-	m.names.Restore(sb.Name, sb.ID)
+	if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		// Finished, but the daemon may have died before RunPodSandbox
+		// answered: the kubelet's retry is handed this sandbox, never
+		// "name is reserved".
+		m.names.RestoreClaimable(sb.Name, sb.ID)
+	} else {
+		m.names.Restore(sb.Name, sb.ID)
+	}
 	return sb, nil
 }

@@ -38,6 +38,9 @@ type Metadata struct {
 	IPs       []string        `json:"ips,omitempty"`
 	CNIResult json.RawMessage `json:"cniResult,omitempty"`
 	Stopped   bool            `json:"stopped,omitempty"`
+	// Creating: RunPodSandbox has not finished; a record found so at
+	// start is a crash's half-made sandbox, whatever its network.
+	Creating bool `json:"creating,omitempty"`
 }
 
 // MetadataExtension is the container extension Metadata is stored under.
@@ -66,6 +69,7 @@ type Sandbox struct {
 	cniResult *gocni.Result
 	pid       uint32
 	stopped   bool // Stop completed: pause gone, network torn down
+	creating  bool // RunPodSandbox not finished
 }
 
 // HostNetwork tells whether the pod uses the node's network namespace.
@@ -98,7 +102,7 @@ func (s *Sandbox) metadata() (*Metadata, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := &Metadata{Version: 1, ID: s.ID, Name: s.Name, Config: cfg, Handler: s.Handler, CreatedAt: s.CreatedAt,
-		NetNSPath: s.netnsPath, Network: s.network, IPs: s.ips, Stopped: s.stopped}
+		NetNSPath: s.netnsPath, Network: s.network, IPs: s.ips, Stopped: s.stopped, Creating: s.creating}
 	if s.cniResult != nil {
 		if m.CNIResult, err = json.Marshal(s.cniResult); err != nil {
 			return nil, err
