@@ -504,6 +504,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		if t, err := container.Task(ctx, nil); err == nil {
 			t.Delete(ctx, containerd.WithProcessKill)
 		}
+		sandbox.RemoveCgroup(ctx, container)
 		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}

@@ -500,6 +500,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	}
 	failpoint.Hit(ctx, "sandbox.teardown.after-network")
 	if c, err := m.Client.LoadContainer(ctx, sb.ID); err == nil {
+		RemoveCgroup(ctx, c)
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete pause container: %w", err)
 		}
