@@ -32,8 +32,8 @@ test: deps build build-failpoints ## Run unit tests, then integration tests agai
 	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
 
 .PHONY: faults
-faults: deps build build-failpoints ## Fault injection: kill -9 the daemon at every failpoint, then at 200 random moments
-	NODECRI_FAULTS_KILLS=200 $(GO) test -count=1 -timeout 60m -run 'TestFault' -v ./integration/
+faults: deps build build-failpoints ## Fault injection: kill -9 the daemon at every failpoint, then at 100 random moments
+	NODECRI_FAULTS_KILLS=100 $(GO) test -count=1 -timeout 60m -run 'TestFault' -v ./integration/
 
 .PHONY: run
 run: deps build ## Start the daemon in the foreground on a development config under _run/
