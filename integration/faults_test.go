@@ -375,7 +375,7 @@ func TestFaultRandomKills(t *testing.T) {
 	}
 	e := newFaultEnv(t)
 	baseline := e.count(t)
-	c := &churn{e: e, live: make(chan *daemon.Daemon, 1), done: make(chan struct{})}
+	c := &churn{e: e, live: make(chan *daemon.Daemon, 1), done: make(chan struct{}), cut: map[string]int{}}
 	c.live <- e.d
 	go c.killer(kills)
 	start := time.Now()
@@ -384,7 +384,7 @@ func TestFaultRandomKills(t *testing.T) {
 		c.cycle(t, cycles)
 	}
 	close(c.done)
-	t.Logf("%d kills over %d pod lifecycles in %v", c.kills.Load(), cycles, time.Since(start).Round(time.Second))
+	t.Logf("%d kills over %d pod lifecycles in %v; calls cut: %v", c.kills.Load(), cycles, time.Since(start).Round(time.Second), c.cut)
 
 	// The loop removed every pod it made: nothing may be listed, nothing
 	// left on the host.
@@ -414,6 +414,7 @@ type churn struct {
 	done   chan struct{}
 	kills  atomic.Int32
 	killed atomic.Pointer[daemon.Daemon] // the last daemon the killer killed
+	cut    map[string]int                // calls cut by a kill, by RPC
 }
 
 // killer kill -9s each daemon it is given at a random moment of its life,
@@ -457,6 +458,7 @@ func (c *churn) do(t *testing.T, what string, call func(context.Context, *daemon
 		if c.killed.Load() != d {
 			t.Fatalf("%s: the daemon died by itself:\n%s", what, d.LogTail(40))
 		}
+		c.cut[what]++
 		if err := d.Stop(); err != nil {
 			t.Fatal(err)
 		}
