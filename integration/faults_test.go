@@ -529,3 +529,35 @@ func (c *churn) cycle(t *testing.T, i int) {
 		return err
 	}))
 }
+
+// A host-network pod has no network state to tell it half-made: its
+// record says "creating" until it is ready, so a crash before that is
+// undone and the retry gets a new pod, never "name is reserved".
+func TestFaultHostNetworkPodRetry(t *testing.T) {
+	const name = "sandbox.run.after-record"
+	fpBin := failpointBinary(t)
+	e := newFaultEnv(t)
+	before := e.count(t)
+	if err := e.d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.d = e.launch(t, fpBin, name+"=kill")
+	cfg := podConfig(e.l, "hostnet")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}
+	e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
+		_, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		return err
+	})
+	e.restart(t)
+	if ps := podsNamed(t, e.d, cfg); len(ps) != 0 {
+		t.Errorf("the half-made host-network pod is listed after the restart: %v", ps)
+	}
+	id := runPod(t, e.d, cfg)
+	if st, _ := podStatus(t, e.d, id); st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("pod after the retry: %v", st.State)
+	}
+	stopRemove(t, e.d, id)
+	if after := e.count(t); after != before {
+		t.Errorf("left behind: %+v, want %+v", after, before)
+	}
+}
