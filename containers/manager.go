@@ -355,10 +355,16 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 		<-started
 	}
 	c.mu.Lock()
-	task, state := c.task, c.status.State
+	task, state, dup := c.task, c.status.State, c.exiting
+	c.exiting = true
 	c.mu.Unlock()
 	if state != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return // a failed start already recorded why
+	}
+	if dup {
+		// A dead shim's cleanup reports the exit again (status 137):
+		// the first report is being recorded.
+		return
 	}
 	if task != nil {
 		// A task recovered after it exited has no IO attached.
