@@ -356,9 +356,14 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 	}
 	c.mu.Lock()
 	task, state, dup := c.task, c.status.State, c.exiting
-	c.exiting = true
+	// The exit of an earlier process: the task recovery deleted because
+	// the daemon died before starting it.
+	stale := e.Pid != 0 && c.status.Pid != 0 && e.Pid != c.status.Pid
+	if state == runtimeapi.ContainerState_CONTAINER_RUNNING && !stale {
+		c.exiting = true
+	}
 	c.mu.Unlock()
-	if state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING || stale {
 		return // a failed start already recorded why
 	}
 	if dup {
