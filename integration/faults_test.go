@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,7 +53,7 @@ type faultState struct {
 	hostState
 	mounts       int // anything mounted under the daemon's folder
 	allSnapshots int // image volume views too
-	leases       int
+	leases       int // holding something: an empty one pins nothing and expires
 }
 
 func newFaultEnv(t *testing.T) *faultEnv {
@@ -123,7 +124,20 @@ func (e *faultEnv) count(t *testing.T) faultState {
 		return strings.Split(strings.TrimSpace(string(out)), "\n")
 	}
 	s.allSnapshots = len(ctr("snapshots", "ls")) - 1 // less the header
-	s.leases = len(strings.Fields(strings.Join(ctr("leases", "ls", "-q"), " ")))
+	c, err := containerd.New(e.l.Socket, containerd.WithDefaultNamespace("k8s.io"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ls, err := c.LeasesService().List(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		if res, err := c.LeasesService().ListResources(ctxT(t), l); err != nil || len(res) > 0 {
+			s.leases++
+		}
+	}
 	return s
 }
 
