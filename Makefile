@@ -21,18 +21,22 @@ CHURN_N_TEST  ?= 30
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/containerd (containerd with nodecri as its CRI plugin)
 	$(GO) build -o $(BIN)/containerd ./cmd/containerd
+
+.PHONY: build-failpoints
+build-failpoints: ## Build bin/containerd-failpoints (failpoints compiled in; for the fault tests only)
+	$(GO) build -tags failpoints -o $(BIN)/containerd-failpoints ./cmd/containerd
 
 .PHONY: deps
 deps: ## Install companions into bin/ and from apt: shim, ctr, runc, crictl, crun, CNI plugins, iptables, prometheus+promtool
 	./hack/deps.sh
 
 .PHONY: test
-test: deps build ## Unit tests (seed corpora included), a short run of each fuzz target, then integration tests (needs root)
+test: deps build build-failpoints ## Unit tests (seed corpora included), a short run of each fuzz target, then integration tests (needs root)
 	$(GO) test -count=1 -race $(GOTESTFLAGS) $$($(GO) list ./... | grep -v /integration)
 	$(call fuzz-each,$(FUZZTIME_TEST))
 	NODECRI_CHURN_N=$(CHURN_N_TEST) $(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(GOTESTFLAGS) ./integration/...
@@ -56,6 +60,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 60s); failures land in <pkg>
 churn: deps build ## Pod+container churn: CHURN_N (default 500) cycles, then RSS, goroutines, fds and host leftovers
 	NODECRI_CHURN_N=$(CHURN_N) $(GO) test -count=1 -timeout 120m -run TestChurn -v ./integration/
 
+.PHONY: faults
+faults: deps build build-failpoints ## Fault injection: kill -9 the daemon at every failpoint, then at 100 random moments
+	NODECRI_FAULTS_KILLS=100 $(GO) test -count=1 -timeout 60m -run 'TestFault' -v ./integration/
+
 .PHONY: run
 run: deps build ## Start the daemon in the foreground on a development config under _run/
 	@$(GO) run ./hack/devconfig -dir $(RUN_DIR) -bin $(BIN) -metrics $(METRICS) >/dev/null
@@ -72,7 +80,7 @@ lint: ## gofmt and go vet
 
 .PHONY: clean
 clean: ## Remove bin/containerd and the _run/ and _output/ folders (keeps installed companions)
-	rm -f $(BIN)/containerd
+	rm -f $(BIN)/containerd $(BIN)/containerd-failpoints
 	rm -rf $(RUN_DIR) _output
 
 .PHONY: critest

@@ -88,6 +88,7 @@ type Container struct {
 	log         *logs.File
 	started     chan struct{}   // closed once Start has recorded its outcome
 	exited      chan struct{}   // closed once the task's exit is recorded
+	exiting     bool            // an exit is being handled: containerd may report one twice
 	task        containerd.Task // while running
 	// attach is the output fan-out and stdin pipe of the task start()
 	// made; nil for a task it did not make (see stream.go).

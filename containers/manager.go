@@ -21,6 +21,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/failpoint"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/logs"
 	"github.com/nodecri/nodecri/names"
@@ -181,6 +182,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.create.after-image-volumes")
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, targetPid: targetPid, files: m.Sandboxes.Files(sb.ID),
 		image: img, imageRef: ref, imageName: cimg.Name(), handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
 	if err != nil {
@@ -216,6 +218,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return fmt.Errorf("create container: %w", err)
 	}
+	failpoint.Hit(ctx, "container.create.after-record")
 	// The user the spec resolved (names, image groups), for status.
 	if sp, err := cntr.Spec(ctx); err == nil && sp.Process != nil {
 		c.User = sp.Process.User
@@ -329,6 +332,7 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 		m.closeLog(c)
 		return fmt.Errorf("create task: %w", err)
 	}
+	failpoint.Hit(ctx, "container.start.after-task-create")
 	// Taken before Start: a process can exit before Start returns, and its
 	// finish time must not precede its start time.
 	startedAt := time.Now()
@@ -345,6 +349,7 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 	c.status.Pid = task.Pid()
 	c.task = task
 	c.mu.Unlock()
+	failpoint.Hit(ctx, "container.start.after-task-start")
 	// Before started is closed: an exit's event must follow this one.
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
 	return nil
@@ -427,18 +432,32 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 		<-started
 	}
 	c.mu.Lock()
-	task, state := c.task, c.status.State
+	task, state, dup := c.task, c.status.State, c.exiting
+	// The exit of an earlier process: the task recovery deleted because
+	// the daemon died before starting it.
+	stale := e.Pid != 0 && c.status.Pid != 0 && e.Pid != c.status.Pid
+	if state == runtimeapi.ContainerState_CONTAINER_RUNNING && !stale {
+		c.exiting = true
+	}
 	c.mu.Unlock()
-	if state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+	if state != runtimeapi.ContainerState_CONTAINER_RUNNING || stale {
 		return // a failed start already recorded why
 	}
+	if dup {
+		// A dead shim's cleanup reports the exit again (status 137):
+		// the first report is being recorded.
+		return
+	}
 	if task != nil {
-		drained := make(chan struct{})
-		go func() { task.IO().Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(ioDrainTimeout):
-			task.IO().Close()
+		// A task recovered after it exited has no IO attached.
+		if tio := task.IO(); tio != nil {
+			drained := make(chan struct{})
+			go func() { tio.Wait(); close(drained) }()
+			select {
+			case <-drained:
+			case <-time.After(ioDrainTimeout):
+				tio.Close()
+			}
 		}
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("container", c.ID).Warn("deleting exited task")
@@ -571,21 +590,25 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.stop(ctx, c, 0); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-stop")
 	m.Events.Unwatch(c.ID)
 	if container, err := m.Client.LoadContainer(ctx, c.ID); err == nil {
 		if t, err := container.Task(ctx, nil); err == nil {
 			t.Delete(ctx, containerd.WithProcessKill)
 		}
+		sandbox.RemoveCgroup(ctx, container)
 		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-record-delete")
 	m.closeLog(c)
 	if err := m.releaseImageVolumes(ctx, c.ID, m.snapshotterOf(c)); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "container.remove.after-image-volumes")
 	m.store.Delete(c)
 	m.names.Release(c.Name, c.ID)
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)

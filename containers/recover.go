@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -37,7 +39,8 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		n++
 	}
-	log.G(ctx).WithFields(log.Fields{"containers": n, "took": time.Since(start)}).Info("containers recovered")
+	orphans := m.sweepOrphans(ctx)
+	log.G(ctx).WithFields(log.Fields{"containers": n, "orphans": orphans, "took": time.Since(start)}).Info("containers recovered")
 	return nil
 }
 
@@ -101,6 +104,15 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 		if err != nil {
 			return err
 		}
+		if st.Status == containerd.Created {
+			// The daemon died between creating the task and starting it:
+			// the container goes back to created, for StartContainer again.
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("delete a task never started: %w", err)
+			}
+			c.status.State = runtimeapi.ContainerState_CONTAINER_CREATED
+			break
+		}
 		if st.Status == containerd.Running {
 			c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
 			c.status.Pid = task.Pid()
@@ -118,7 +130,14 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 		}
 	}
 	m.store.Add(c)
-	m.names.Restore(c.Name, c.ID)
+	if c.status.State == runtimeapi.ContainerState_CONTAINER_CREATED {
+		// The daemon may have died before CreateContainer answered: the
+		// kubelet's retry is handed this container, never "name is
+		// reserved".
+		m.names.RestoreClaimable(c.Name, c.ID)
+	} else {
+		m.names.Restore(c.Name, c.ID)
+	}
 	return nil
 }
 
@@ -145,4 +164,30 @@ func (m *Manager) attach(ctx context.Context, cc containerd.Container, c *Contai
 	}
 	c.log = lf
 	return task, nil
+}
+
+// sweepOrphans releases what a crash left of containers without a record:
+// image volumes mounted by a CreateContainer cut before the record was
+// written, or by a RemoveContainer cut after it was deleted.
+func (m *Manager) sweepOrphans(ctx context.Context) int {
+	entries, _ := os.ReadDir(filepath.Join(m.RootDir, "containers"))
+	n := 0
+	for _, e := range entries {
+		if _, err := m.Client.LoadContainer(ctx, e.Name()); !errdefs.IsNotFound(err) {
+			continue
+		}
+		// The view's snapshotter is not recorded: try each handler's.
+		var err error
+		for _, h := range m.Runtimes.All() {
+			if err = m.releaseImageVolumes(ctx, e.Name(), h.Snapshotter); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("container", e.Name()).Warn("releasing orphan image volumes")
+			continue
+		}
+		n++
+	}
+	return n
 }

@@ -76,8 +76,17 @@ func (r *Registry) Reserve(ctx context.Context, name, id string) (res *Reservati
 }
 
 // Restore records an existing, claimed object (at recovery).
-func (r *Registry) Restore(name, id string) {
-	e := &Reservation{Name: name, ID: id, r: r, done: make(chan struct{}), claimed: true}
+func (r *Registry) Restore(name, id string) { r.restore(name, id, true) }
+
+// RestoreClaimable records an existing object (at recovery) that the next
+// create under its name is handed, as a creation finished after its caller
+// left is: the daemon may have died before the caller heard of it, and the
+// kubelet retries with the same name. No abandon timer runs: the kubelet
+// removes what it does not want from the listing.
+func (r *Registry) RestoreClaimable(name, id string) { r.restore(name, id, false) }
+
+func (r *Registry) restore(name, id string, claimed bool) {
+	e := &Reservation{Name: name, ID: id, r: r, done: make(chan struct{}), claimed: claimed}
 	close(e.done)
 	r.mu.Lock()
 	r.entries[name] = e

@@ -93,3 +93,24 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// A recovered object the daemon may have finished after its caller lost
+// the answer is handed to the first create under its name, once.
+func TestRestoreClaimableHandsOnce(t *testing.T) {
+	r := New("sandbox", time.Minute)
+	r.RestoreClaimable("n", "id1")
+	id, err := r.Create(context.Background(), "n", "id2", func(context.Context, string) error {
+		t.Error("a new object was made for a recovered name")
+		return nil
+	}, nil)
+	if err != nil || id != "id1" {
+		t.Fatalf("retry got %q, %v; want id1", id, err)
+	}
+	if _, _, err := r.Reserve(context.Background(), "n", "id3"); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second create under a handed name: %v, want AlreadyExists", err)
+	}
+	r.Restore("m", "id4")
+	if _, _, err := r.Reserve(context.Background(), "m", "id5"); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("create under a restored claimed name: %v, want AlreadyExists", err)
+	}
+}

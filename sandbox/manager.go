@@ -26,6 +26,7 @@ import (
 
 	"github.com/nodecri/nodecri/cni"
 	"github.com/nodecri/nodecri/events"
+	"github.com/nodecri/nodecri/failpoint"
 	"github.com/nodecri/nodecri/images"
 	"github.com/nodecri/nodecri/names"
 	"github.com/nodecri/nodecri/runtimes"
@@ -153,7 +154,7 @@ func (m *Manager) abandon(id string) {
 // RemovePodSandbox.
 func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.PodSandboxConfig, h *runtimes.Handler) (retErr error) {
 	start := time.Now()
-	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}
+	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, creating: true}
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -174,6 +175,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err := f.write(cfg, hostNet, hostIPC); err != nil {
 		return fmt.Errorf("sandbox files: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-files")
 
 	sb.network = NetworkNone
 	if !hostNet {
@@ -185,6 +187,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 		phaseDuration.WithValues("netns").UpdateSince(t)
 		sb.netnsPath = ns.GetPath()
 		sb.network = NetworkStarted
+		failpoint.Hit(ctx, "sandbox.run.after-netns")
 	}
 
 	opts, err := pauseSpec(specInput{id: id, cfg: cfg, image: &img, imageName: m.SandboxImage, handler: h,
@@ -218,6 +221,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err != nil {
 		return fmt.Errorf("create pause container: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-record")
 	phaseDuration.WithValues("pause_create").UpdateSince(t)
 
 	// CNI ADD and the pause task proceed together: both only need the
@@ -233,11 +237,13 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 			defer wg.Done()
 			t := time.Now()
 			cniRes, cniErr = m.CNI.Setup(ctx, m.pod(sb))
+			failpoint.Hit(ctx, "sandbox.run.after-cni-add")
 			phaseDuration.WithValues("cni_add").UpdateSince(t)
 		}()
 	}
 	m.Events.Watch(id, m)
 	pid, taskErr := m.startPause(ctx, container)
+	failpoint.Hit(ctx, "sandbox.run.after-pause-start")
 	wg.Wait()
 	if err := errors.Join(taskErr, cniErr); err != nil {
 		return err
@@ -246,6 +252,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	sb.mu.Lock()
 	sb.pid = pid
 	sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
+	sb.creating = false
 	if !hostNet {
 		sb.network = NetworkReady
 		sb.cniResult = cniRes
@@ -255,6 +262,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	if err := m.persist(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.run.after-ready")
 	m.store.Add(sb)
 	m.Notify(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, sb)
 	m.Notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, id, sb)
@@ -413,12 +421,14 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop the pod's containers: %w", err)
 		}
 	}
+	failpoint.Hit(ctx, "sandbox.stop.after-containers")
 	if st := sb.Status(); st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && (st.Network == NetworkTornDown || st.Network == NetworkNone) && sb.stoppedFlag() {
 		return nil
 	}
 	if err := m.killPause(ctx, sb.ID); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.stop.after-pause-kill")
 	if err := m.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
@@ -508,9 +518,11 @@ func (m *Manager) teardownNetwork(ctx context.Context, sb *Sandbox) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.network.after-cni-del")
 	if err := netns.LoadNetNS(st.NetNSPath).Remove(); err != nil {
 		return fmt.Errorf("remove network namespace: %w", err)
 	}
+	failpoint.Hit(ctx, "sandbox.network.after-netns-remove")
 	sb.mu.Lock()
 	sb.network = NetworkTornDown
 	sb.mu.Unlock()
@@ -524,16 +536,20 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := m.killPause(ctx, sb.ID); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-pause-kill")
 	if err := m.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-network")
 	if c, err := m.Client.LoadContainer(ctx, sb.ID); err == nil {
+		RemoveCgroup(ctx, c)
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete pause container: %w", err)
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.teardown.after-record-delete")
 	return m.Files(sb.ID).remove()
 }
 
@@ -554,9 +570,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove the pod's containers: %w", err)
 		}
 	}
+	failpoint.Hit(ctx, "sandbox.remove.after-containers")
 	if err := m.teardown(ctx, sb); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "sandbox.remove.after-teardown")
 	m.setNotReady(sb) // removed without a stop
 	m.store.Delete(sb.ID)
 	m.names.Release(sb.Name, sb.ID)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -46,7 +49,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			notReady++
 		}
 	}
-	orphans := m.sweepOrphans(ctx)
+	orphans := m.sweepOrphans(ctx) + m.sweepShims(ctx) + m.sweepLeases(ctx)
 	log.G(ctx).WithFields(log.Fields{"ready": ready, "notReady": notReady, "cleanedUp": cleaned, "orphans": orphans, "took": time.Since(start)}).Info("sandboxes recovered")
 	return nil
 }
@@ -88,6 +91,105 @@ func (m *Manager) sweepOrphans(ctx context.Context) int {
 	return n
 }
 
+// sweepShims kills the shims a crash orphaned: a daemon killed while a
+// shim was starting leaves it running, but containerd, finding no address
+// for it at restart, deletes its bundle; the shim then serves nothing and
+// never exits. Such a shim works in a deleted bundle folder, under this
+// containerd's task state, and no record names its ID. Nothing else runs
+// yet: recovery precedes serving.
+func (m *Manager) sweepShims(ctx context.Context) int {
+	bundles := filepath.Join(filepath.Dir(m.StateDir), "io.containerd.runtime.v2.task") + "/"
+	cwds, _ := filepath.Glob("/proc/[0-9]*/cwd")
+	n := 0
+	for _, p := range cwds {
+		cwd, err := os.Readlink(p)
+		if err != nil || !strings.HasPrefix(cwd, bundles) || !strings.HasSuffix(cwd, " (deleted)") {
+			continue
+		}
+		id := strings.TrimPrefix(filepath.Base(strings.TrimSuffix(cwd, " (deleted)")), ".")
+		cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+		if !strings.Contains(string(cmd), "containerd-shim") {
+			continue
+		}
+		if _, err := m.Client.LoadContainer(ctx, id); !errdefs.IsNotFound(err) {
+			continue
+		}
+		if cs, err := m.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", "io.cri-containerd.sandbox-id", id)); err != nil || len(cs) > 0 {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+			log.G(ctx).WithFields(log.Fields{"pid": pid, "id": id}).Warn("killed a shim a crash orphaned")
+			n++
+		}
+	}
+	return n
+}
+
+// sweepLeases deletes what a crash inside NewContainer left: the lease
+// the client holds while it prepares a sandbox's or container's snapshot
+// (keyed by its ID) and writes the record. Cut before the record, the
+// snapshot would stay held until the lease expires a day later. Only
+// leases holding nothing but such snapshots, of IDs no record names, go.
+func (m *Manager) sweepLeases(ctx context.Context) int {
+	ls := m.Client.LeasesService()
+	all, err := ls.List(ctx)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("listing leases")
+		return 0
+	}
+	n := 0
+	for _, l := range all {
+		res, err := ls.ListResources(ctx, l)
+		if err != nil || len(res) == 0 {
+			continue
+		}
+		orphan := true
+		for _, r := range res {
+			if !strings.HasPrefix(r.Type, "snapshots/") || !isID(r.ID) {
+				orphan = false
+				break
+			}
+			if _, err := m.Client.LoadContainer(ctx, r.ID); !errdefs.IsNotFound(err) {
+				orphan = false
+				break
+			}
+		}
+		if !orphan {
+			continue
+		}
+		for _, r := range res {
+			sn := strings.TrimPrefix(r.Type, "snapshots/")
+			if err := m.Client.SnapshotService(sn).Remove(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
+				log.G(ctx).WithError(err).WithField("snapshot", r.ID).Warn("removing a crash's orphan snapshot")
+			}
+		}
+		if err := ls.Delete(ctx, l); err != nil {
+			log.G(ctx).WithError(err).WithField("lease", l.ID).Warn("deleting a crash's orphan lease")
+			continue
+		}
+		log.G(ctx).WithField("lease", l.ID).Warn("deleted a lease and snapshot a crash left")
+		n++
+	}
+	return n
+}
+
+// isID tells a sandbox or container ID: 64 lowercase hex digits.
+func isID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sandbox, error) {
 	exts, err := c.Extensions(ctx)
 	if err != nil {
@@ -126,8 +228,9 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 	}
 
 	// Created, but the daemon died before recording it ready: undo it all,
-	// CNI DEL included (ADD may have happened).
-	if !meta.Stopped && meta.Network == NetworkStarted {
+	// CNI DEL included (ADD may have happened). The retry of its
+	// RunPodSandbox then makes a new one under the free name.
+	if !meta.Stopped && (meta.Creating || meta.Network == NetworkStarted) {
 		log.G(ctx).WithField("sandbox", sb.ID).Warn("sandbox left half-made by a crash; tearing it down")
 		if err := m.teardown(ctx, sb); err != nil {
 			return nil, fmt.Errorf("tear down half-made sandbox: %w", err)
@@ -152,6 +255,13 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 		}
 	}
 	m.store.Add(sb)
-	m.names.Restore(sb.Name, sb.ID)
+	if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		// Finished, but the daemon may have died before RunPodSandbox
+		// answered: the kubelet's retry is handed this sandbox, never
+		// "name is reserved".
+		m.names.RestoreClaimable(sb.Name, sb.ID)
+	} else {
+		m.names.Restore(sb.Name, sb.ID)
+	}
 	return sb, nil
 }

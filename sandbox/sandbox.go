@@ -43,6 +43,9 @@ type Metadata struct {
 	// last UpdatePodSandboxResources recorded.
 	Overhead  []byte `json:"overhead,omitempty"`
 	Resources []byte `json:"resources,omitempty"`
+	// Creating: RunPodSandbox has not finished; a record found so at
+	// start is a crash's half-made sandbox, whatever its network.
+	Creating bool `json:"creating,omitempty"`
 }
 
 // MetadataExtension is the container extension Metadata is stored under.
@@ -73,6 +76,7 @@ type Sandbox struct {
 	stopped   bool // Stop completed: pause gone, network torn down
 	// overhead and resources: the last UpdatePodSandboxResources.
 	overhead, resources *runtimeapi.LinuxContainerResources
+	creating            bool // RunPodSandbox not finished
 }
 
 // HostNetwork tells whether the pod uses the node's network namespace.
@@ -109,7 +113,7 @@ func (s *Sandbox) metadata() (*Metadata, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := &Metadata{Version: 1, ID: s.ID, Name: s.Name, Config: cfg, Handler: s.Handler, CreatedAt: s.CreatedAt,
-		NetNSPath: s.netnsPath, Network: s.network, IPs: s.ips, Stopped: s.stopped}
+		NetNSPath: s.netnsPath, Network: s.network, IPs: s.ips, Stopped: s.stopped, Creating: s.creating}
 	if s.cniResult != nil {
 		if m.CNIResult, err = json.Marshal(s.cniResult); err != nil {
 			return nil, err
