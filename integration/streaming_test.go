@@ -247,6 +247,19 @@ func TestStreamingTLS(t *testing.T) {
 	if err := e.StreamWithContext(ctxT(t), remotecommand.StreamOptions{Stdout: &out}); err != nil || out.String() != "secret\n" {
 		t.Errorf("exec over TLS: %v, stdout %q", err, out.String())
 	}
+	// Websocket v5 over TLS: the translator behind the TLS listener.
+	r, err = p.d.Runtime.Exec(ctxT(t), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"cat"}, Stdin: true, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{TLSClientConfig: rest.TLSClientConfig{Insecure: true}}, http.MethodGet, r.Url, "v5.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wsOut syncBuffer
+	if err := ws.StreamWithContext(ctxT(t), remotecommand.StreamOptions{Stdin: strings.NewReader("over wss\n"), Stdout: &wsOut}); err != nil || wsOut.String() != "over wss\n" {
+		t.Errorf("websocket v5 exec over TLS: %v, stdout %q", err, wsOut.String())
+	}
 }
 
 // crictl is the other client operators use: exec over SPDY with stdin; a
