@@ -84,11 +84,16 @@ clean: ## Remove bin/containerd and the _run/ and _output/ folders (keeps instal
 	rm -rf $(RUN_DIR) _output
 
 .PHONY: critest
-critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/containerd (results in _output/critest)
+critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/containerd, then its streaming specs over websocket (results in _output/critest*)
 	./hack/critest-tools.sh
-	@rm -f _output/critest/summary.txt
+	@rm -f _output/critest/summary.txt _output/critest-websocket/summary.txt
 	@rc=0; NODECRI_CRITEST=1 $(GO) test -count=1 -timeout 30m -run TestCritest -v ./integration/critest/ || rc=$$?; \
-	  tail -n 1 _output/critest/summary.txt 2>/dev/null; exit $$rc
+	  if [ -z "$$NODECRI_CRITEST_ARGS$$NODECRI_CRITEST_WEBSOCKET" ]; then \
+	    NODECRI_CRITEST=1 NODECRI_CRITEST_WEBSOCKET=1 $(GO) test -count=1 -timeout 30m -run TestCritest -v ./integration/critest/ || rc=$$?; \
+	    printf 'websocket: '; tail -n 1 _output/critest-websocket/summary.txt 2>/dev/null; \
+	  fi; \
+	  if [ -n "$$NODECRI_CRITEST_WEBSOCKET" ]; then tail -n 1 _output/critest-websocket/summary.txt 2>/dev/null; \
+	  else tail -n 1 _output/critest/summary.txt 2>/dev/null; fi; exit $$rc
 
 .PHONY: bench
 bench: deps build ## Benchmark bin/containerd against upstream containerd's CRI (same version) in one run

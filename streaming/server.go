@@ -2,9 +2,11 @@
 // port-forward) over HTTP. The CRI calls Exec, Attach and PortForward only
 // hand out a URL; the client (the kubelet, crictl) then connects to that URL
 // and speaks SPDY (or websocket) to it. The protocols, the single-use
-// expiring tokens and the URL building all come from k8s.io/cri-streaming;
-// this package only picks the address, the TLS certificate, and runs the
-// listener for the daemon's life.
+// expiring tokens and the URL building come from k8s.io/cri-streaming;
+// websocket v5 and SPDY tunnelled over websocket, which it lacks, from
+// k8s.io/apiserver's translators in front of it (websocket.go). This
+// package picks the address and the TLS certificate, and runs the
+// listeners for the daemon's life.
 package streaming
 
 import (
@@ -17,6 +19,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"k8s.io/apiserver/pkg/util/proxy"
 
 	"github.com/containerd/log"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -44,6 +48,10 @@ type Server struct {
 	http     *http.Server
 	listener net.Listener
 	baseURL  *url.URL
+	// inner serves lib on pipe for the websocket translators.
+	inner   *http.Server
+	pipe    *pipeListener
+	streams *streamsCache
 }
 
 // New listens on the configured address at once, so that a bad address or a
@@ -93,16 +101,25 @@ func New(opts Options, rt Runtime) (*Server, error) {
 		l.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
+	pipe := newPipeListener()
+	streams := newStreamsCache()
 	return &Server{
 		lib:      lib,
 		listener: l,
 		baseURL:  base,
 		http: &http.Server{
-			Handler:           lib,
+			Handler: &front{
+				lib:     lib,
+				inner:   &http.Transport{DialContext: pipe.DialContext},
+				streams: streams,
+			},
 			ReadHeaderTimeout: 30 * time.Second,
 			// A non-nil empty map keeps net/http from adding HTTP/2.
 			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		},
+		inner:   &http.Server{Handler: lib, ReadHeaderTimeout: 30 * time.Second},
+		pipe:    pipe,
+		streams: streams,
 	}, nil
 }
 
@@ -133,8 +150,13 @@ func advertised(a *net.TCPAddr) string {
 // stream. It logs the address first.
 func (s *Server) Serve(ctx context.Context) error {
 	log.G(ctx).WithField("address", s.listener.Addr().String()).WithField("url", s.baseURL.String()).Info("streaming server listening")
-	stop := context.AfterFunc(ctx, func() { s.http.Close() })
+	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
+	go func() {
+		if err := s.inner.Serve(s.pipe); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.G(ctx).WithError(err).Error("streaming server: in-memory cri-streaming server stopped")
+		}
+	}()
 	err := s.http.Serve(s.listener)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -143,19 +165,29 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Close stops the server and ends every open stream.
-func (s *Server) Close() error { return s.http.Close() }
+func (s *Server) Close() error {
+	return errors.Join(s.http.Close(), s.inner.Close())
+}
 
 // URL is the server's base URL, e.g. http://127.0.0.1:41235/.
 func (s *Server) URL() string { return s.baseURL.String() }
 
 // GetExec registers an exec request and returns its single-use URL.
 func (s *Server) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return s.lib.GetExec(req)
+	resp, err := s.lib.GetExec(req)
+	if err == nil {
+		s.streams.put(resp.Url, proxy.Options{Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Tty: req.Tty})
+	}
+	return resp, err
 }
 
 // GetAttach registers an attach request and returns its single-use URL.
 func (s *Server) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	return s.lib.GetAttach(req)
+	resp, err := s.lib.GetAttach(req)
+	if err == nil {
+		s.streams.put(resp.Url, proxy.Options{Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Tty: req.Tty})
+	}
+	return resp, err
 }
 
 // GetPortForward registers a port-forward request and returns its

@@ -16,9 +16,14 @@
 //
 // Environment:
 //
-//	NODECRI_CRITEST_WEBSOCKET=1  streaming specs over websocket instead of SPDY
+//	NODECRI_CRITEST_WEBSOCKET=1  the websocket pass: only the Streaming specs, with
+//	                             exec, attach and port-forward over websocket instead
+//	                             of SPDY, judged against expected-pass-websocket.txt,
+//	                             results in _output/critest-websocket/
 //	NODECRI_CRITEST_ARGS="..."   more critest flags (-ginkgo.focus=..., -runtime-handler=NAME);
 //	                             the expected-pass list is then only reported
+//
+// `make critest` runs the full pass, then the websocket pass.
 package critest
 
 import (
@@ -47,6 +52,10 @@ import (
 // report. A minute later the harness kills what is left.
 const critestTimeout = 20 * time.Minute
 
+// websocketFocus selects the specs the websocket flags change: the
+// Streaming describe (exec, attach, port-forward).
+const websocketFocus = `\[k8s\.io\] Streaming `
+
 func TestCritest(t *testing.T) {
 	if os.Getenv("NODECRI_CRITEST") != "1" {
 		t.Skip("set NODECRI_CRITEST=1 (or run `make critest`) to run cri-tools' critest")
@@ -64,7 +73,12 @@ func TestCritest(t *testing.T) {
 			t.Fatalf("%v: run `make critest`, which builds it", err)
 		}
 	}
-	out := filepath.Join(repo, "_output", "critest")
+	websocket := os.Getenv("NODECRI_CRITEST_WEBSOCKET") == "1"
+	extra := strings.Fields(os.Getenv("NODECRI_CRITEST_ARGS"))
+	out, expected := filepath.Join(repo, "_output", "critest"), "expected-pass.txt"
+	if websocket {
+		out, expected = filepath.Join(repo, "_output", "critest-websocket"), "expected-pass-websocket.txt"
+	}
 	if err := os.RemoveAll(out); err != nil {
 		t.Fatal(err)
 	}
@@ -85,10 +99,12 @@ func TestCritest(t *testing.T) {
 		"-ginkgo.timeout=" + critestTimeout.String(),
 		"-ginkgo.no-color",
 	}
-	if os.Getenv("NODECRI_CRITEST_WEBSOCKET") == "1" {
+	if websocket {
 		args = append(args, "-websocket-exec", "-websocket-attach", "-websocket-portforward")
+		if len(extra) == 0 {
+			args = append(args, "-ginkgo.focus="+websocketFocus)
+		}
 	}
-	extra := strings.Fields(os.Getenv("NODECRI_CRITEST_ARGS"))
 	args = append(args, extra...)
 
 	r := &report{Critest: critestVersion(binDir), Args: args, Started: time.Now().UTC()}
@@ -115,12 +131,14 @@ func TestCritest(t *testing.T) {
 		t.Logf("%d failed: %s\n  %s", len(g.Specs), g.Reason, strings.Join(g.Specs, "\n  "))
 	}
 	specs := r.Specs
-	if lost := lostSpecs(specs); len(lost) > 0 && len(lost) <= maxRerun && len(extra) == 0 {
+	if lost := lostSpecs(specs, expected); len(lost) > 0 && len(lost) <= maxRerun && len(extra) == 0 {
 		// On 2 busy cores a spec can time out once; run the lost ones
 		// again, once. A spec that passes then is reported as flaky, and
 		// still fails the run if it fails again.
 		t.Logf("re-running %d lost spec(s) once:\n  %s", len(lost), strings.Join(lost, "\n  "))
-		rerun := append(slices.Clone(args), "-ginkgo.focus="+focusRegexp(lost),
+		// The lost specs' focus replaces the websocket pass's.
+		rerun := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "-ginkgo.focus="+websocketFocus })
+		rerun = append(rerun, "-ginkgo.focus="+focusRegexp(lost),
 			"-ginkgo.junit-report="+filepath.Join(out, "junit-rerun.xml"))
 		runCritest(t, binDir, out, rerun)
 		if b, err := os.ReadFile(filepath.Join(out, "junit-rerun.xml")); err == nil {
@@ -129,7 +147,7 @@ func TestCritest(t *testing.T) {
 			}
 		}
 	}
-	compareExpected(t, specs, len(extra) > 0, out)
+	compareExpected(t, specs, expected, len(extra) > 0, out)
 	t.Logf("critest %s took %s; results in %s", r.Critest, r.Duration, out)
 	t.Log(r.countsLine())
 }
@@ -320,9 +338,9 @@ func runCritest(t *testing.T, binDir, out string, args []string) {
 // not a flake.
 const maxRerun = 5
 
-// lostSpecs are the listed specs that did not pass.
-func lostSpecs(specs []spec) []string {
-	expected, err := readList("expected-pass.txt")
+// lostSpecs are the specs listed in the expected file that did not pass.
+func lostSpecs(specs []spec, expectedFile string) []string {
+	expected, err := readList(expectedFile)
 	if err != nil {
 		return nil
 	}
@@ -384,13 +402,13 @@ func critestVersion(binDir string) string {
 	return "unknown"
 }
 
-// compareExpected fails the test for every spec of expected-pass.txt that
-// did not pass, and names the specs that pass without being listed. With
-// informational set (a focused or otherwise changed run), lost specs are
-// only reported.
-func compareExpected(t *testing.T, specs []spec, informational bool, out string) {
+// compareExpected fails the test for every spec of the expected file
+// (expected-pass.txt, or expected-pass-websocket.txt) that did not pass,
+// and names the specs that pass without being listed. With informational
+// set (a focused or otherwise changed run), lost specs are only reported.
+func compareExpected(t *testing.T, specs []spec, expectedFile string, informational bool, out string) {
 	t.Helper()
-	expected, err := readList("expected-pass.txt")
+	expected, err := readList(expectedFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +437,7 @@ func compareExpected(t *testing.T, specs []spec, informational bool, out string)
 		}
 	}
 	if len(added) > 0 {
-		t.Logf("%d specs pass that expected-pass.txt does not list; add them (cp %s integration/critest/expected-pass.txt):\n  %s",
-			len(added), filepath.Join(out, "passed.txt"), strings.Join(added, "\n  "))
+		t.Logf("%d specs pass that %s does not list; add them (cp %s integration/critest/%s):\n  %s",
+			len(added), expectedFile, filepath.Join(out, "passed.txt"), expectedFile, strings.Join(added, "\n  "))
 	}
 }
