@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -56,8 +57,12 @@ func newLayout(t testing.TB, metrics bool) *daemon.Layout {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
+	bridge := fmt.Sprintf("ncit%d", id)
 	t.Cleanup(func() {
 		removeCgroups(filepath.Base(dir))
+		// The bridge plugin makes the bridge and never deletes it; the
+		// daemon's cleanup has removed every pod (and veth) by now.
+		exec.Command("ip", "link", "delete", bridge).Run()
 		if t.Failed() || os.Getenv("NODECRI_KEEP") != "" {
 			t.Logf("daemon folder kept for inspection: %s", dir)
 			return
@@ -70,7 +75,7 @@ func newLayout(t testing.TB, metrics bool) *daemon.Layout {
 	}
 	return daemon.NewLayout(dir, binDir, addr, daemon.Network{
 		Name:   fmt.Sprintf("nodecri-it-%d", id),
-		Bridge: fmt.Sprintf("ncit%d", id),
+		Bridge: bridge,
 		Subnet: fmt.Sprintf("10.%d.%d.0/24", 200+id/250, id%250),
 	})
 }
