@@ -185,38 +185,13 @@ func (s *runtimeService) ListContainers(ctx context.Context, req *runtimeapi.Lis
 
 // listContainers answers ListContainers and StreamContainers.
 func (s *Service) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error) {
-	var list []*containers.Container
-	if id := f.GetId(); id != "" {
-		c, err := s.Containers.Store().Get(id)
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) {
-			return nil, err
-		}
-		if c != nil {
-			list = append(list, c)
-		}
-	} else {
-		sandboxID := f.GetPodSandboxId()
-		if sandboxID != "" {
-			if sb, err := s.Sandboxes.Store().Get(sandboxID); err == nil {
-				sandboxID = sb.ID
-			} else {
-				return nil, nil
-			}
-		}
-		list = s.Containers.Store().List(sandboxID)
+	list, err := s.selectContainers(f.GetId(), f.GetPodSandboxId(), f.GetState(), f.GetLabelSelector())
+	if err != nil {
+		return nil, err
 	}
 	items := make([]*runtimeapi.Container, 0, len(list))
 	for _, c := range list {
 		st := c.Status()
-		if f.GetState() != nil && f.GetState().GetState() != st.State {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && f.GetId() != "" && c.SandboxID != f.GetPodSandboxId() {
-			continue
-		}
-		if !labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
-			continue
-		}
 		items = append(items, &runtimeapi.Container{
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
@@ -253,4 +228,50 @@ func (s *runtimeService) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncR
 		return nil, err
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.ExitCode}, nil
+}
+
+// selectContainers is the one container filter, of ListContainers,
+// StreamContainers and the container stats lists: ID and sandbox ID by
+// full ID or unique prefix (an unknown one selects nothing), the state if
+// given, every selector label.
+func (s *Service) selectContainers(id, sandboxID string, state *runtimeapi.ContainerStateValue, labels map[string]string) ([]*containers.Container, error) {
+	if sandboxID != "" {
+		sb, err := s.Sandboxes.Store().Get(sandboxID)
+		if err != nil {
+			return nil, unknownSelectsNothing(err)
+		}
+		sandboxID = sb.ID
+	}
+	var list []*containers.Container
+	if id != "" {
+		c, err := s.Containers.Store().Get(id)
+		if err != nil {
+			return nil, unknownSelectsNothing(err)
+		}
+		list = []*containers.Container{c}
+	} else {
+		list = s.Containers.Store().List(sandboxID)
+	}
+	out := list[:0]
+	for _, c := range list {
+		if state != nil && c.Status().State != state.GetState() {
+			continue
+		}
+		if sandboxID != "" && c.SandboxID != sandboxID {
+			continue
+		}
+		if labelsMatch(c.Config.GetLabels(), labels) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// unknownSelectsNothing: a filter naming an unknown or malformed ID lists
+// nothing, as the CRI asks, rather than failing.
+func unknownSelectsNothing(err error) error {
+	if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) {
+		return nil
+	}
+	return err
 }

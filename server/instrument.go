@@ -136,9 +136,17 @@ func methodName(full string) string {
 	return full
 }
 
-// namespacedStream gives a streaming handler the CRI's namespace.
+// namespacedStream gives a streaming handler the CRI's namespace, and
+// validates its request as the handler receives it, as unary calls are.
 type namespacedStream struct{ grpc.ServerStream }
 
 func (s namespacedStream) Context() context.Context {
 	return namespaces.WithNamespace(s.ServerStream.Context(), config.Namespace)
+}
+
+func (s namespacedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return validate.Request(m)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/sandbox"
@@ -120,27 +119,13 @@ func (s *runtimeService) ListPodSandbox(ctx context.Context, req *runtimeapi.Lis
 
 // listPodSandboxes answers ListPodSandbox and StreamPodSandboxes.
 func (s *Service) listPodSandboxes(f *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error) {
-	var list []*sandbox.Sandbox
-	if id := f.GetId(); id != "" {
-		sb, err := s.Sandboxes.Store().Get(id)
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) {
-			return nil, err
-		}
-		if sb != nil {
-			list = append(list, sb)
-		}
-	} else {
-		list = s.Sandboxes.Store().List()
+	list, err := s.selectSandboxes(f.GetId(), f.GetState(), f.GetLabelSelector())
+	if err != nil {
+		return nil, err
 	}
 	items := make([]*runtimeapi.PodSandbox, 0, len(list))
 	for _, sb := range list {
 		st := sb.Status()
-		if f.GetState() != nil && f.GetState().GetState() != st.State {
-			continue
-		}
-		if !labelsMatch(sb.Config.GetLabels(), f.GetLabelSelector()) {
-			continue
-		}
 		items = append(items, &runtimeapi.PodSandbox{
 			Id:             sb.ID,
 			Metadata:       sb.Config.GetMetadata(),
@@ -152,6 +137,33 @@ func (s *Service) listPodSandboxes(f *runtimeapi.PodSandboxFilter) ([]*runtimeap
 		})
 	}
 	return items, nil
+}
+
+// selectSandboxes is the one sandbox filter, of ListPodSandbox,
+// StreamPodSandboxes and the pod stats lists: ID by full ID or unique
+// prefix (an unknown one selects nothing), the state if given, every
+// selector label.
+func (s *Service) selectSandboxes(id string, state *runtimeapi.PodSandboxStateValue, labels map[string]string) ([]*sandbox.Sandbox, error) {
+	var list []*sandbox.Sandbox
+	if id != "" {
+		sb, err := s.Sandboxes.Store().Get(id)
+		if err != nil {
+			return nil, unknownSelectsNothing(err)
+		}
+		list = []*sandbox.Sandbox{sb}
+	} else {
+		list = s.Sandboxes.Store().List()
+	}
+	out := list[:0]
+	for _, sb := range list {
+		if state != nil && sb.Status().State != state.GetState() {
+			continue
+		}
+		if labelsMatch(sb.Config.GetLabels(), labels) {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
 }
 
 // labelsMatch: every selector label is present with the same value.

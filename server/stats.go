@@ -12,7 +12,6 @@ import (
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/stats"
-	"github.com/nodecri/nodecri/validate"
 )
 
 // Stats come from the stats collector's latest samples (see stats/); these
@@ -42,10 +41,6 @@ func (s *runtimeService) ListContainerStats(ctx context.Context, req *runtimeapi
 }
 
 func (s *runtimeService) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
-	// Streams skip the unary path's validation.
-	if err := validate.Request(req); err != nil {
-		return err
-	}
 	out, err := s.listContainerStats(stream.Context(), req.GetFilter())
 	if err != nil {
 		return err
@@ -56,44 +51,11 @@ func (s *runtimeService) StreamContainerStats(req *runtimeapi.StreamContainerSta
 }
 
 func (s *runtimeService) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
-	return s.containerStats(ctx, s.statsContainers(f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector()))
-}
-
-// statsContainers selects running containers as ListContainers filters:
-// ID and sandbox ID by full ID or unique prefix (unknown: none), labels all
-// matching.
-func (s *Service) statsContainers(id, sandboxID string, labels map[string]string) []*containers.Container {
-	if sandboxID != "" {
-		sb, err := s.Sandboxes.Store().Get(sandboxID)
-		if err != nil {
-			return nil
-		}
-		sandboxID = sb.ID
+	list, err := s.selectContainers(f.GetId(), f.GetPodSandboxId(), running, f.GetLabelSelector())
+	if err != nil {
+		return nil, err
 	}
-	var list []*containers.Container
-	if id != "" {
-		c, err := s.Containers.Store().Get(id)
-		if err != nil {
-			return nil
-		}
-		list = []*containers.Container{c}
-	} else {
-		list = s.Containers.Store().List(sandboxID)
-	}
-	out := list[:0]
-	for _, c := range list {
-		if c.Status().State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-			continue
-		}
-		if sandboxID != "" && c.SandboxID != sandboxID {
-			continue
-		}
-		if !labelsMatch(c.Config.GetLabels(), labels) {
-			continue
-		}
-		out = append(out, c)
-	}
-	return out
+	return s.containerStats(ctx, list)
 }
 
 // containerStats answers the stats of the containers that have a task
@@ -161,7 +123,7 @@ func (s *runtimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.Po
 }
 
 func (s *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
-	out, err := s.podStats(ctx, s.statsSandboxes(req.GetFilter().GetId(), req.GetFilter().GetLabelSelector()))
+	out, err := s.listPodSandboxStats(ctx, req.GetFilter())
 	if err != nil {
 		return nil, err
 	}
@@ -169,11 +131,7 @@ func (s *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtimeap
 }
 
 func (s *runtimeService) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
-	// Streams skip the unary path's validation.
-	if err := validate.Request(req); err != nil {
-		return err
-	}
-	out, err := s.podStats(stream.Context(), s.statsSandboxes(req.GetFilter().GetId(), req.GetFilter().GetLabelSelector()))
+	out, err := s.listPodSandboxStats(stream.Context(), req.GetFilter())
 	if err != nil {
 		return err
 	}
@@ -182,25 +140,17 @@ func (s *runtimeService) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxS
 	}, stream.Send)
 }
 
-// statsSandboxes selects ready sandboxes as ListPodSandbox filters.
-func (s *Service) statsSandboxes(id string, labels map[string]string) []*sandbox.Sandbox {
-	var list []*sandbox.Sandbox
-	if id != "" {
-		sb, err := s.Sandboxes.Store().Get(id)
-		if err != nil {
-			return nil
-		}
-		list = []*sandbox.Sandbox{sb}
-	} else {
-		list = s.Sandboxes.Store().List()
+var (
+	running = &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}
+	ready   = &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}
+)
+
+func (s *Service) listPodSandboxStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) ([]*runtimeapi.PodSandboxStats, error) {
+	sbs, err := s.selectSandboxes(f.GetId(), ready, f.GetLabelSelector())
+	if err != nil {
+		return nil, err
 	}
-	out := list[:0]
-	for _, sb := range list {
-		if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY && labelsMatch(sb.Config.GetLabels(), labels) {
-			out = append(out, sb)
-		}
-	}
-	return out
+	return s.podStats(ctx, sbs)
 }
 
 // podSample is what one pod's stats and metrics are made of.
@@ -303,10 +253,6 @@ func (s *runtimeService) ListPodSandboxMetrics(ctx context.Context, _ *runtimeap
 }
 
 func (s *runtimeService) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
-	// Streams skip the unary path's validation.
-	if err := validate.Request(req); err != nil {
-		return err
-	}
 	out, err := s.podMetrics(stream.Context())
 	if err != nil {
 		return err
@@ -317,7 +263,11 @@ func (s *runtimeService) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandbo
 }
 
 func (s *Service) podMetrics(ctx context.Context) ([]*runtimeapi.PodSandboxMetrics, error) {
-	samples, err := s.podSamples(ctx, s.statsSandboxes("", nil))
+	sbs, err := s.selectSandboxes("", ready, nil)
+	if err != nil {
+		return nil, err
+	}
+	samples, err := s.podSamples(ctx, sbs)
 	if err != nil {
 		return nil, err
 	}

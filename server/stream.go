@@ -3,18 +3,12 @@ package server
 import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/nodecri/nodecri/validate"
 )
 
 // The Stream* RPCs answer what their List* twin answers, filters included,
-// in chunks (sendChunks). Streams are not validated on the way in, so each
-// validates its filter as its List* twin's.
+// in chunks (sendChunks).
 
 func (s *runtimeService) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxesResponse]) error {
-	if err := validate.Request(&runtimeapi.ListPodSandboxRequest{Filter: req.GetFilter()}); err != nil {
-		return err
-	}
 	items, err := s.listPodSandboxes(req.GetFilter())
 	if err != nil {
 		return err
@@ -25,9 +19,6 @@ func (s *runtimeService) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRe
 }
 
 func (s *runtimeService) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
-	if err := validate.Request(&runtimeapi.ListContainersRequest{Filter: req.GetFilter()}); err != nil {
-		return err
-	}
 	items, err := s.listContainers(req.GetFilter())
 	if err != nil {
 		return err
@@ -38,9 +29,6 @@ func (s *runtimeService) StreamContainers(req *runtimeapi.StreamContainersReques
 }
 
 func (s *imageService) StreamImages(req *runtimeapi.StreamImagesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamImagesResponse]) error {
-	if err := validate.Request(&runtimeapi.ListImagesRequest{Filter: req.GetFilter()}); err != nil {
-		return err
-	}
 	items, err := s.listImages(req.GetFilter())
 	if err != nil {
 		return err

@@ -10,7 +10,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/streaming"
-	"github.com/nodecri/nodecri/validate"
 )
 
 // streamServers holds each Service's streaming server, set by the plugin
@@ -43,9 +42,6 @@ func (s *Service) runningContainer(id string) (string, error) {
 }
 
 func (s *runtimeService) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	if err := validate.Exec(req); err != nil {
-		return nil, err
-	}
 	st, err := s.streaming()
 	if err != nil {
 		return nil, err
@@ -60,9 +56,6 @@ func (s *runtimeService) Exec(ctx context.Context, req *runtimeapi.ExecRequest) 
 }
 
 func (s *runtimeService) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	if err := validate.Attach(req); err != nil {
-		return nil, err
-	}
 	st, err := s.streaming()
 	if err != nil {
 		return nil, err
@@ -77,9 +70,6 @@ func (s *runtimeService) Attach(ctx context.Context, req *runtimeapi.AttachReque
 }
 
 func (s *runtimeService) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
-	if err := validate.PortForward(req); err != nil {
-		return nil, err
-	}
 	st, err := s.streaming()
 	if err != nil {
 		return nil, err

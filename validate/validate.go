@@ -39,9 +39,9 @@ func Request(req any) error {
 		}
 		return linuxResources("resources", r.GetResources())
 	case *runtimeapi.ListPodSandboxRequest:
-		if id := r.GetFilter().GetId(); id != "" {
-			return ID("filter.id", id)
-		}
+		return optionalID("filter.id", r.GetFilter().GetId())
+	case *runtimeapi.StreamPodSandboxesRequest:
+		return optionalID("filter.id", r.GetFilter().GetId())
 	case *runtimeapi.CreateContainerRequest:
 		if err := ID("pod_sandbox_id", r.GetPodSandboxId()); err != nil {
 			return err
@@ -74,20 +74,15 @@ func Request(req any) error {
 		}
 		return ID("container_id", r.GetContainerId())
 	case *runtimeapi.ListContainersRequest:
-		if id := r.GetFilter().GetId(); id != "" {
-			if err := ID("filter.id", id); err != nil {
-				return err
-			}
-		}
-		if id := r.GetFilter().GetPodSandboxId(); id != "" {
-			return ID("filter.pod_sandbox_id", id)
-		}
+		return containerFilter(r.GetFilter().GetId(), r.GetFilter().GetPodSandboxId())
+	case *runtimeapi.StreamContainersRequest:
+		return containerFilter(r.GetFilter().GetId(), r.GetFilter().GetPodSandboxId())
 	case *runtimeapi.ContainerStatsRequest:
 		return ID("container_id", r.GetContainerId())
 	case *runtimeapi.ListContainerStatsRequest:
-		return containerStatsFilter(r.GetFilter())
+		return containerFilter(r.GetFilter().GetId(), r.GetFilter().GetPodSandboxId())
 	case *runtimeapi.StreamContainerStatsRequest:
-		return containerStatsFilter(r.GetFilter())
+		return containerFilter(r.GetFilter().GetId(), r.GetFilter().GetPodSandboxId())
 	case *runtimeapi.PodSandboxStatsRequest:
 		return ID("pod_sandbox_id", r.GetPodSandboxId())
 	case *runtimeapi.ListPodSandboxStatsRequest:
@@ -101,9 +96,15 @@ func Request(req any) error {
 	case *runtimeapi.RemoveImageRequest:
 		return imageRef("image", r.GetImage().GetImage(), true)
 	case *runtimeapi.ListImagesRequest:
-		if ref := r.GetFilter().GetImage().GetImage(); ref != "" {
-			return imageRef("filter.image", ref, true)
-		}
+		return imageFilter(r.GetFilter())
+	case *runtimeapi.StreamImagesRequest:
+		return imageFilter(r.GetFilter())
+	case *runtimeapi.ExecRequest:
+		return Exec(r)
+	case *runtimeapi.AttachRequest:
+		return Attach(r)
+	case *runtimeapi.PortForwardRequest:
+		return PortForward(r)
 	}
 	return nil
 }
@@ -115,11 +116,18 @@ func optionalID(field, id string) error {
 	return ID(field, id)
 }
 
-func containerStatsFilter(f *runtimeapi.ContainerStatsFilter) error {
-	if err := optionalID("filter.id", f.GetId()); err != nil {
+func containerFilter(id, sandboxID string) error {
+	if err := optionalID("filter.id", id); err != nil {
 		return err
 	}
-	return optionalID("filter.pod_sandbox_id", f.GetPodSandboxId())
+	return optionalID("filter.pod_sandbox_id", sandboxID)
+}
+
+func imageFilter(f *runtimeapi.ImageFilter) error {
+	if ref := f.GetImage().GetImage(); ref != "" {
+		return imageRef("filter.image", ref, true)
+	}
+	return nil
 }
 
 // Errorf returns an InvalidArgument error.
