@@ -234,6 +234,7 @@ func scale(ctx context.Context, t *testing.T, targets []*target, res *results) {
 	time.Sleep(2 * time.Second)
 	res.add(fmt.Sprintf("daemon RSS, %d pods (host network, 1 container each)", scalePods), "MB", targets[0].rssMB(), targets[1].rssMB())
 	lists(ctx, t, targets, res, scalePods)
+	restart(ctx, t, targets, res, scalePods)
 
 	// What the first pods cost the machine, whoever holds it (shims,
 	// pause, sleep, daemon), decides whether 2×500 fit.

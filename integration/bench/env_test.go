@@ -31,9 +31,10 @@ const (
 
 // target is one daemon under test with its layout.
 type target struct {
-	name string
-	d    *daemon.Daemon
-	l    *daemon.Layout
+	name   string
+	binary string
+	d      *daemon.Daemon
+	l      *daemon.Layout
 }
 
 // startTarget lays out and starts binary on a folder, socket and CNI
@@ -85,17 +86,18 @@ func startTarget(t *testing.T, name, binary, binDir, logDir string, index int, r
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	tg := &target{name: name, d: d, l: l}
+	tg := &target{name: name, binary: binary, d: d, l: l}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		if err := tg.removeAll(ctx); err != nil {
 			t.Errorf("%s: removing pods: %v", name, err)
 		}
-		if err := d.Stop(); err != nil {
-			t.Errorf("%s: stopping daemon (pid %d): %v", name, d.PID(), err)
+		// tg.d: the restart measurement replaces the first daemon.
+		if err := tg.d.Stop(); err != nil {
+			t.Errorf("%s: stopping daemon (pid %d): %v", name, tg.d.PID(), err)
 		}
-		if b, err := os.ReadFile(d.LogPath); err == nil {
+		if b, err := os.ReadFile(tg.d.LogPath); err == nil {
 			_ = os.WriteFile(filepath.Join(logDir, name+".log"), b, 0o644)
 		}
 		// The bridge plugin creates the bridge and never deletes it.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -52,7 +53,15 @@ func Start(ctx context.Context, binary string, l *Layout) (*Daemon, error) {
 	}
 	go func() { d.waitErr = d.cmd.Wait(); close(d.done) }()
 
-	conn, err := grpc.NewClient("unix://"+l.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The socket file of a killed daemon stays until the next one binds
+	// it: dialing it fails, and grpc's default backoff (up to 2 minutes)
+	// would then hide when the new daemon starts serving. Retry briskly.
+	conn, err := grpc.NewClient("unix://"+l.Socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
 	if err != nil {
 		d.Stop()
 		return nil, err
