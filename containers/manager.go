@@ -275,7 +275,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("sandbox %s of container %s is not ready: %w", c.SandboxID, c.ID, errdefs.ErrFailedPrecondition)
 	}
 	defer opDurations.WithValues("start", sb.Handler).UpdateSince(time.Now())
-	if err := m.start(ctx, c); err != nil {
+	if err := m.start(ctx, c, sb); err != nil {
 		c.mu.Lock()
 		c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
 		c.status.FinishedAt = time.Now()
@@ -292,7 +292,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	return m.persist(ctx, c)
 }
 
-func (m *Manager) start(ctx context.Context, c *Container) error {
+func (m *Manager) start(ctx context.Context, c *Container, sb *sandbox.Sandbox) error {
 	container, err := m.Client.LoadContainer(ctx, c.ID)
 	if err != nil {
 		return err
@@ -333,6 +333,9 @@ func (m *Manager) start(ctx context.Context, c *Container) error {
 		return fmt.Errorf("create task: %w", err)
 	}
 	failpoint.Hit(ctx, "container.start.after-task-create")
+	if h, err := m.Runtimes.Get(sb.Handler); err == nil {
+		checkShim(ctx, h.Type, c.ID, task.Pid(), sb.Status().Pid)
+	}
 	// Taken before Start: a process can exit before Start returns, and its
 	// finish time must not precede its start time.
 	startedAt := time.Now()
