@@ -23,7 +23,6 @@ import (
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/failpoint"
 	"github.com/nodecri/nodecri/images"
-	"github.com/nodecri/nodecri/logs"
 	"github.com/nodecri/nodecri/names"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
@@ -297,26 +296,9 @@ func (m *Manager) start(ctx context.Context, c *Container, sb *sandbox.Sandbox) 
 	if err != nil {
 		return err
 	}
-	var stdout, stderr io.WriteCloser = nopCloser{io.Discard}, nopCloser{io.Discard}
-	if c.LogPath != "" {
-		lf, err := logs.Open(c.LogPath, m.MaxLogLineSize)
-		if err != nil {
-			return fmt.Errorf("open log %s: %w", c.LogPath, err)
-		}
-		c.mu.Lock()
-		c.log = lf
-		c.mu.Unlock()
-		stdout, stderr = lf.Writer("stdout"), lf.Writer("stderr")
-	}
-	// Attach (stream.go): the output also fans out to attached clients,
-	// and a container created with stdin reads it from a pipe they feed.
-	aio := newAttachIO(c.Config, stdout, stderr)
-	c.mu.Lock()
-	c.attach = aio
-	c.mu.Unlock()
-	ioOpts := []cio.Opt{cio.WithStreams(aio.streams())}
-	if c.Config.GetTty() {
-		ioOpts = append(ioOpts, cio.WithTerminal)
+	ioOpts, err := m.openIO(c, true)
+	if err != nil {
+		return err
 	}
 	// A fast process can exit before Start returns: its exit is handled
 	// only once Start has recorded the outcome.

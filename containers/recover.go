@@ -2,8 +2,8 @@ package containers
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,18 +13,18 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/events"
-	"github.com/nodecri/nodecri/logs"
 )
 
 // Recover rebuilds the container store from containerd's records at
-// start, after the sandboxes. A running container's output is reattached
-// to its log, which continues; one that exited while the daemon was down
-// gets its real exit code and time from the shim; a record whose sandbox
-// is gone is removed.
+// start, after the sandboxes. A running container gets back the IO it had
+// when started: its log continues and clients can attach to it. One that
+// exited while the daemon was down gets its real exit code and time from
+// the shim; a record whose sandbox is gone is removed.
 func (m *Manager) Recover(ctx context.Context) error {
 	start := time.Now()
 	list, err := m.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindContainer))
@@ -141,29 +141,54 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 	return nil
 }
 
-// attach reconnects to the container's task, its output going to the log
-// again (appending) when it still runs. The status is read first: the
+// attach reconnects to the container's task. A running one gets the IO a
+// started one has (openIO): its output goes to the log again (appending)
+// and to attachers, and its stdin, if the config has it and the shim still
+// reads it, is fed by attachers again. The status is read first: the
 // output pipes of a process that exited can no longer be opened.
 func (m *Manager) attach(ctx context.Context, cc containerd.Container, c *Container) (containerd.Task, error) {
 	task, err := cc.Task(ctx, nil)
-	if err != nil || c.LogPath == "" {
+	if err != nil {
 		return task, err
 	}
 	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running {
 		return task, err
 	}
-	lf, err := logs.Open(c.LogPath, m.MaxLogLineSize)
+	task, err = cc.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
+		stdinOpen := false
+		if c.Config.GetStdin() {
+			if err := stdinReadable(fifos.Stdin); err != nil {
+				log.G(ctx).WithError(err).WithField("container", c.ID).Info("the container's stdin was closed before the restart (stdin_once): attachers get its output only")
+			} else {
+				stdinOpen = true
+			}
+		}
+		opts, err := m.openIO(c, stdinOpen)
+		if err != nil {
+			return nil, err
+		}
+		return cio.NewAttach(opts...)(fifos)
+	})
 	if err != nil {
-		return nil, err
+		m.closeLog(c)
+		return nil, fmt.Errorf("reattach IO: %w", err)
 	}
-	var stdout, stderr io.WriteCloser = lf.Writer("stdout"), lf.Writer("stderr")
-	task, err = cc.Task(ctx, cio.NewAttach(cio.WithStreams(nil, stdout, stderr)))
-	if err != nil {
-		lf.Close()
-		return nil, err
-	}
-	c.log = lf
 	return task, nil
+}
+
+// stdinReadable says whether the shim still reads the task's stdin fifo.
+// Once stdin is closed (CloseIO) it stops reading for good, and opening
+// the fifo for writing without blocking fails (ENXIO). Until then the
+// shim holds a write end of its own, so closing the probe sends no EOF.
+func stdinReadable(path string) error {
+	if path == "" {
+		return errors.New("the task has no stdin fifo")
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo %s: %w", path, err)
+	}
+	return unix.Close(fd)
 }
 
 // sweepOrphans releases what a crash left of containers without a record:

@@ -22,6 +22,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/nodecri/nodecri/logs"
 )
 
 // This file is the runtime side of the streaming server (package
@@ -238,9 +240,8 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 	aio := c.attach
 	c.mu.Unlock()
 	if aio == nil {
-		// Started by an earlier daemon: its output goes to fifos we no
-		// longer hold a fan-out for.
-		return fmt.Errorf("container %s was not started by this daemon: cannot attach: %w", c.ID, errdefs.ErrFailedPrecondition)
+		// A task recovery found exited, its exit not yet recorded.
+		return fmt.Errorf("container %s has no output to attach to: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 
 	var subs []*subscriber
@@ -338,13 +339,48 @@ type attachIO struct {
 	closeOnce      sync.Once
 }
 
-// newAttachIO wraps a container's log writers; start() hands its streams
-// to the task.
-func newAttachIO(cfg *runtimeapi.ContainerConfig, stdout, stderr io.Writer) *attachIO {
+// openIO opens the container's log (appending) and builds the attach
+// plumbing around it, recorded in c: the one constructor for the IO of a
+// task start() creates (cio.NewCreator) and of a running task recovery
+// reconnects to (cio.NewAttach), which get the options it returns.
+// stdinOpen is false when the task's stdin can no longer be fed: its
+// stdin_once was used before a restart.
+func (m *Manager) openIO(c *Container, stdinOpen bool) ([]cio.Opt, error) {
+	var stdout, stderr io.Writer = io.Discard, io.Discard
+	var lf *logs.File
+	if c.LogPath != "" {
+		var err error
+		if lf, err = logs.Open(c.LogPath, m.MaxLogLineSize); err != nil {
+			return nil, fmt.Errorf("open log %s: %w", c.LogPath, err)
+		}
+		stdout, stderr = lf.Writer("stdout"), lf.Writer("stderr")
+	}
+	// The output also fans out to attached clients, and a container
+	// created with stdin reads it from a pipe they feed.
+	aio := newAttachIO(c.Config, stdout, stderr, stdinOpen)
+	c.mu.Lock()
+	c.log = lf
+	c.attach = aio
+	c.mu.Unlock()
+	opts := []cio.Opt{cio.WithStreams(aio.streams())}
+	if c.Config.GetTty() {
+		opts = append(opts, cio.WithTerminal)
+	}
+	return opts, nil
+}
+
+// newAttachIO wraps a container's log writers. Without stdinOpen, a
+// config's stdin is built already closed, as after its stdin_once was
+// used: attachers' input is dropped, as it is then without a restart.
+func newAttachIO(cfg *runtimeapi.ContainerConfig, stdout, stderr io.Writer, stdinOpen bool) *attachIO {
 	a := &attachIO{stdout: newFanout(stdout), stderr: newFanout(stderr), closed: make(chan struct{})}
 	if cfg.GetStdin() {
 		a.stdinR, a.stdinW = io.Pipe()
 		a.stdinOnce = cfg.GetStdinOnce()
+		if !stdinOpen {
+			a.stdinClosed.Do(func() { a.stdinW.Close() })
+			a.stdinR = nil // nothing for cio to copy
+		}
 	}
 	return a
 }

@@ -3,10 +3,12 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/integration/daemon"
@@ -79,4 +81,140 @@ func testRestart(t *testing.T, crash bool) {
 	if after := countHost(t, l); after != baseline {
 		t.Errorf("after removal: %+v, want %+v", after, baseline)
 	}
+}
+
+func TestAttachAfterSIGTERMRestart(t *testing.T) { testAttachAfterRestart(t, false) }
+
+func TestAttachAfterKill9Restart(t *testing.T) { testAttachAfterRestart(t, true) }
+
+// attachment is a client attached to a container over SPDY, as kubectl
+// attach is, until the container's output ends or it is detached.
+type attachment struct {
+	out    syncBuffer
+	in     *io.PipeWriter // nil without stdin
+	done   chan error
+	detach context.CancelFunc
+}
+
+// attachTo attaches to id with stdin from the returned pipe when withStdin,
+// stdin from stdin when it is not nil, stderr unless tty.
+func attachTo(t *testing.T, p *pod, id string, tty, withStdin bool, stdin io.Reader) *attachment {
+	t.Helper()
+	a := &attachment{done: make(chan error, 1)}
+	if withStdin && stdin == nil {
+		var r *io.PipeReader
+		r, a.in = io.Pipe()
+		stdin = r
+		t.Cleanup(func() { a.in.Close() })
+	}
+	u := attachURL(t, p, &runtimeapi.AttachRequest{ContainerId: id, Stdin: stdin != nil, Stdout: true, Stderr: !tty, Tty: tty})
+	opts := remotecommand.StreamOptions{Stdin: stdin, Stdout: &a.out, Tty: tty}
+	if !tty {
+		opts.Stderr = &a.out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	a.detach = cancel
+	t.Cleanup(cancel)
+	go func() { a.done <- stream(ctx, u, opts) }()
+	return a
+}
+
+func (a *attachment) waitFor(t *testing.T, what, want string) {
+	t.Helper()
+	eventually(t, what, func() (bool, string) { return strings.Contains(a.out.String(), want), a.out.String() })
+}
+
+// A container started with stdin and a TTY can be attached to after a
+// restart: what is typed reaches the same shell and its output comes back,
+// and the log has what it wrote before and after. A stdin_once container
+// whose stdin was never used gets it once, as without a restart; one whose
+// stdin was closed before still streams its output. A container without
+// stdin answers Attach with its output, as before the restart.
+func testAttachAfterRestart(t *testing.T, crash bool) {
+	p := newPod(t)
+	shellCfg := busybox("shell", "sh")
+	shellCfg.Stdin, shellCfg.Tty = true, true
+	shell := p.run(t, shellCfg)
+	freshCfg := busybox("fresh", "cat")
+	freshCfg.Stdin, freshCfg.StdinOnce = true, true
+	fresh := p.run(t, freshCfg)
+	usedCfg := busybox("used", "sh", "-c", "cat; while true; do echo after-stdin; sleep 0.2; done")
+	usedCfg.Stdin, usedCfg.StdinOnce = true, true
+	used := p.run(t, usedCfg)
+	ticker := p.run(t, busybox("ticker", "sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.2; done"))
+
+	// Before the restart: the shell keeps a variable; the used container's
+	// first attacher sends a line and ends its stdin, which closes the
+	// container's (stdin_once): cat ends.
+	a := attachTo(t, p, shell, true, true, nil)
+	fmt.Fprintf(a.in, "V=kept; echo before-$((1+1))\n")
+	a.waitFor(t, "the shell's answer before the restart", "before-2")
+	a.detach()
+	<-a.done
+	a = attachTo(t, p, used, false, true, strings.NewReader("once\n"))
+	a.waitFor(t, "cat's end before the restart", "after-stdin")
+	a.detach()
+	<-a.done
+
+	if crash {
+		p.d.Kill()
+	} else if err := p.d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d2, err := daemon.Start(ctx, binary, p.l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopDaemon(t, d2) })
+	p.d = d2
+
+	// The shell: the same one (V is kept), input in, output back, and its
+	// exit ends the attach.
+	a = attachTo(t, p, shell, true, true, nil)
+	fmt.Fprintf(a.in, "echo v-$V-$((40+2))\n")
+	a.waitFor(t, "the shell's answer after the restart", "v-kept-42")
+	fmt.Fprintf(a.in, "exit 3\n")
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Errorf("attach to the recovered shell ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("attach did not end when the recovered shell exited")
+	}
+	st := p.waitExit(t, shell)
+	if st.ExitCode != 3 {
+		t.Errorf("shell exit %d, want 3", st.ExitCode)
+	}
+	if log := readLog(t, st.LogPath)["stdout"]; !strings.Contains(log, "before-2") || !strings.Contains(log, "v-kept-42") {
+		t.Errorf("the shell's log lacks output from before or after the restart: %q", log)
+	}
+
+	// stdin_once, unused before the restart: the first attacher's stdin
+	// reaches cat, and its end closes cat's.
+	a = attachTo(t, p, fresh, false, true, strings.NewReader("fresh\n"))
+	if err := <-a.done; err != nil || a.out.String() != "fresh\n" {
+		t.Errorf("attach to the recovered stdin_once cat: %v, output %q", err, a.out.String())
+	}
+	if st := p.waitExit(t, fresh); st.ExitCode != 0 || readLog(t, st.LogPath)["stdout"] != "fresh\n" {
+		t.Errorf("recovered cat after its stdin closed: exit %d, log %q", st.ExitCode, readLog(t, st.LogPath))
+	}
+
+	// stdin_once used before the restart: input goes nowhere, as without a
+	// restart, and the output streams.
+	a = attachTo(t, p, used, false, true, strings.NewReader("ignored\n"))
+	a.waitFor(t, "output of the container whose stdin was closed", "after-stdin")
+	a.detach()
+	<-a.done
+	if s := p.status(t, used); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("container whose stdin was closed: %v after attach", s.State)
+	}
+
+	// Without stdin: output only, as before the restart.
+	a = attachTo(t, p, ticker, false, false, nil)
+	a.waitFor(t, "the ticker's output after the restart", "tick")
+	a.detach()
+	<-a.done
 }
