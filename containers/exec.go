@@ -84,7 +84,7 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 
 	stdout, stderr := &capped{max: maxExecOutput}, &capped{max: maxExecOutput}
 	execID := newID()[:32]
-	process, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr)))
+	process, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), m.fifos()))
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", c.ID, err)
 	}

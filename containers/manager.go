@@ -49,6 +49,7 @@ type Options struct {
 	MaxLogLineSize int
 	EnableCDI      bool
 	RootDir        string // the plugin's root: per-container folders
+	StateDir       string // the plugin's state (tmpfs): the tasks' fifos
 	RestrictOOM    bool
 	Namespace      string
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -40,7 +41,8 @@ func (m *Manager) Recover(ctx context.Context) error {
 		n++
 	}
 	orphans := m.sweepOrphans(ctx)
-	log.G(ctx).WithFields(log.Fields{"containers": n, "orphans": orphans, "took": time.Since(start)}).Info("containers recovered")
+	fifos := m.sweepFIFOs(ctx)
+	log.G(ctx).WithFields(log.Fields{"containers": n, "orphans": orphans, "fifoDirs": fifos, "took": time.Since(start)}).Info("containers recovered")
 	return nil
 }
 
@@ -215,4 +217,47 @@ func (m *Manager) sweepOrphans(ctx context.Context) int {
 		n++
 	}
 	return n
+}
+
+// fifos puts the fifos of the tasks and execs this plugin starts in a
+// folder of its own, not containerd's shared /run/containerd/fifo, so
+// that recovery can tell which are left over.
+func (m *Manager) fifos() cio.Opt { return cio.WithFIFODir(m.fifoDir()) }
+
+func (m *Manager) fifoDir() string { return filepath.Join(m.StateDir, "fifo") }
+
+// sweepFIFOs removes the fifo folders no running container uses: those of
+// execs (their clients went with the daemon) and of tasks that ended or
+// that containerd deleted while the daemon was down. The client library
+// removes a folder when its IO is closed; a daemon that died first could
+// not. cio names each fifo "<container or exec ID>-std{in,out,err}".
+func (m *Manager) sweepFIFOs(ctx context.Context) int {
+	entries, _ := os.ReadDir(m.fifoDir())
+	n := 0
+	for _, e := range entries {
+		dir := filepath.Join(m.fifoDir(), e.Name())
+		if m.fifoInUse(dir) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			log.G(ctx).WithError(err).WithField("dir", dir).Warn("removing a leftover fifo folder")
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+func (m *Manager) fifoInUse(dir string) bool {
+	fifos, _ := os.ReadDir(dir)
+	for _, f := range fifos {
+		i := strings.LastIndexByte(f.Name(), '-')
+		if i <= 0 {
+			continue
+		}
+		if c, err := m.store.Get(f.Name()[:i]); err == nil && c.Status().State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			return true
+		}
+	}
+	return false
 }

@@ -107,7 +107,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	if stdin != nil {
 		in = &onEnd{r: stdin, fn: func() { close(stdinEnded) }}
 	}
-	ioOpts := []cio.Opt{cio.WithStreams(in, stdout, stderr)}
+	ioOpts := []cio.Opt{cio.WithStreams(in, stdout, stderr), m.fifos()}
 	if tty {
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
@@ -362,7 +362,7 @@ func (m *Manager) openIO(c *Container, stdinOpen bool) ([]cio.Opt, error) {
 	c.log = lf
 	c.attach = aio
 	c.mu.Unlock()
-	opts := []cio.Opt{cio.WithStreams(aio.streams())}
+	opts := []cio.Opt{cio.WithStreams(aio.streams()), m.fifos()}
 	if c.Config.GetTty() {
 		opts = append(opts, cio.WithTerminal)
 	}

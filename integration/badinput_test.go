@@ -52,6 +52,7 @@ func residue(t testing.TB, l *daemon.Layout, c *containerd.Client) map[string][]
 	names("pod state folders", filepath.Join(l.Dir, "state", cri, "sandboxes"), nil)
 	names("netns pins", filepath.Join(l.Dir, "state", cri, "netns"), nil)
 	names("container folders", filepath.Join(l.Dir, "root", cri, "containers"), nil)
+	names("fifo folders", filepath.Join(l.Dir, "state", cri, "fifo"), nil)
 	names("pod log folders", filepath.Join(l.Dir, "pods"), nil)
 	names("ipam", filepath.Join(l.IPAMDir(), l.Network.Name), func(n string) bool { return !strings.HasPrefix(n, "last_reserved") && n != "lock" })
 	names("veths", filepath.Join("/sys/class/net", l.Network.Bridge, "brif"), nil)
@@ -107,7 +108,7 @@ func residue(t testing.TB, l *daemon.Layout, c *containerd.Client) map[string][]
 // residueDiff says what after has that before has not, and the reverse.
 func residueDiff(before, after map[string][]string) string {
 	var b strings.Builder
-	for _, k := range []string{"pod folders", "pod state folders", "netns pins", "container folders", "pod log folders",
+	for _, k := range []string{"pod folders", "pod state folders", "netns pins", "container folders", "fifo folders", "pod log folders",
 		"ipam", "veths", "mounts", "shims", "cgroups", "containers", "tasks", "snapshots"} {
 		for _, v := range after[k] {
 			if !slices.Contains(before[k], v) {

@@ -242,7 +242,7 @@ func TestStopRemoveIdempotent(t *testing.T) {
 
 // hostState counts what pods leave on the host, to compare before and after.
 type hostState struct {
-	ipam, veths, netnsPins, shims, cgroups, containers, tasks, snapshots int
+	ipam, veths, netnsPins, shims, cgroups, containers, tasks, snapshots, fifoDirs int
 }
 
 func countHost(t *testing.T, l *daemon.Layout) hostState {
@@ -258,6 +258,8 @@ func countHost(t *testing.T, l *daemon.Layout) hostState {
 	s.veths = strings.Count(string(out), "\n")
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	s.netnsPins = strings.Count(string(mi), filepath.Join(l.Dir, "state")+"/")
+	fifos, _ := os.ReadDir(filepath.Join(l.Dir, "state", "io.containerd.grpc.v1.cri", "fifo"))
+	s.fifoDirs = len(fifos)
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)

@@ -147,6 +147,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		MaxLogLineSize: cfg.MaxContainerLogLineSize,
 		EnableCDI:      cfg.EnableCDI,
 		RootDir:        rootDir,
+		StateDir:       stateDir,
 		RestrictOOM:    cfg.RestrictOOMScoreAdj,
 		Namespace:      config.Namespace,
 	})
