@@ -211,7 +211,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 		containerd.WithImageName(cimg.Name()),
 		containerd.WithSnapshotter(h.Snapshotter),
 		snapshot,
-		containerd.WithRuntime(runtimeName(h), h.Options),
+		h.WithRuntime(),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerExtension(MetadataExtension, meta),
 	)
@@ -235,13 +235,6 @@ func (m *Manager) notify(t runtimeapi.ContainerEventType, c *Container) {
 		sb = nil
 	}
 	m.Sandboxes.Notify(t, c.ID, sb)
-}
-
-func runtimeName(h *runtimes.Handler) string {
-	if h.Path != "" {
-		return h.Path
-	}
-	return h.Type
 }
 
 // stopSignal is the request's stop signal, else the image's, else SIGTERM.

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +26,16 @@ type Handler struct {
 	ContainerAnnotations []string
 	Options              proto.Message // what the shim is given; nil for none
 	Features             Features
+}
+
+// WithRuntime runs a container's tasks with the handler's shim (its path
+// when configured, else its type) and options.
+func (h *Handler) WithRuntime() containerd.NewContainerOpts {
+	shim := h.Type
+	if h.Path != "" {
+		shim = h.Path
+	}
+	return containerd.WithRuntime(shim, h.Options)
 }
 
 // Features are what the kubelet admits pods by; each is true only when the

@@ -214,7 +214,7 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 		containerd.WithImageName(m.SandboxImage),
 		containerd.WithSnapshotter(h.Snapshotter),
 		snapshot,
-		containerd.WithRuntime(runtimeName(h), h.Options),
+		h.WithRuntime(),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerExtension(MetadataExtension, meta),
 	)
@@ -290,13 +290,6 @@ func Rootfs(ctx context.Context, client *containerd.Client, id string, img conta
 			uids[0].ContainerID, uids[0].HostID, gids[0].ContainerID, gids[0].HostID, uids[0].Size)), nil
 	}
 	return containerd.WithUserNSRemappedSnapshot(id, img, uids, gids), nil
-}
-
-func runtimeName(h *runtimes.Handler) string {
-	if h.Path != "" {
-		return h.Path
-	}
-	return h.Type
 }
 
 func (m *Manager) startPause(ctx context.Context, c containerd.Container) (uint32, error) {
