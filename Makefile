@@ -98,8 +98,9 @@ critest: deps build ## Run cri-tools' critest v1.36.0 offline against bin/contai
 	  else tail -n 1 _output/critest/summary.txt 2>/dev/null; fi; exit $$rc
 
 .PHONY: bench
-bench: deps build ## Benchmark bin/containerd against upstream containerd's CRI (same version) in one run
+bench: deps build ## Benchmark bin/containerd against upstream containerd's CRI (same version) in one run, with crictl runp and critest -benchmark
 	./hack/upstream.sh
+	./hack/critest-tools.sh
 	NODECRI_BENCH=1 $(GO) test -count=1 -timeout 60m -run TestBench -v ./integration/bench/
 
 .PHONY: crictl-diff

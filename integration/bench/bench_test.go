@@ -1,7 +1,9 @@
 // Package bench measures bin/containerd against upstream containerd's own
 // CRI, built at the version go.mod pins (hack/upstream.sh), with the same
-// workload in one run on one machine: `make bench`. It reports; it never
-// asserts a timing. TestBench fails only when the workload cannot run.
+// workload in one run on one machine: `make bench`. The workload is its own
+// CRI calls, `crictl runp` and `critest -benchmark` (tools_test.go). It
+// reports; it never asserts a timing. TestBench fails only when the
+// workload cannot run.
 package bench
 
 import (
@@ -50,7 +52,8 @@ func TestBench(t *testing.T) {
 		"ours":     filepath.Join(binDir, "containerd"),
 		"upstream": filepath.Join(root, "_output", "upstream", "bin", "containerd"),
 	}
-	for _, b := range []string{bins["ours"], bins["upstream"], filepath.Join(binDir, "runc"), filepath.Join(binDir, "containerd-shim-runc-v2")} {
+	for _, b := range []string{bins["ours"], bins["upstream"], filepath.Join(binDir, "runc"), filepath.Join(binDir, "containerd-shim-runc-v2"),
+		filepath.Join(binDir, "crictl"), filepath.Join(binDir, "critest")} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("%s missing: run `make bench` (deps, build, hack/upstream.sh)", b)
 		}
@@ -76,6 +79,7 @@ func TestBench(t *testing.T) {
 	reg := testimages.NewRegistry(t)
 	reg.Push(t, "pause", "3.10.2", testimages.Pause(t))
 	reg.Push(t, "library/busybox", "1.36", testimages.Busybox(t))
+	reg.PushAll(t, testimages.Critest(t))
 	targets := []*target{
 		startTarget(t, "ours", bins["ours"], binDir, out, 0, reg),
 		startTarget(t, "upstream", bins["upstream"], binDir, out, 1, reg),
@@ -95,7 +99,10 @@ func TestBench(t *testing.T) {
 	time.Sleep(2 * time.Second) // let the warm-up's garbage be collected
 	res.add("daemon RSS idle (images pulled)", "MB", targets[0].rssMB(), targets[1].rssMB())
 	runPodSandbox(ctx, t, targets, res)
+	crictlRunp(ctx, t, targets, res, filepath.Join(binDir, "crictl"))
 	podStart(ctx, t, targets, res)
+	// Before scale, which leaves its pods running with NODECRI_BENCH_SMALL.
+	critestBench(ctx, t, targets, res, binDir, out)
 	scale(ctx, t, targets, res)
 }
 

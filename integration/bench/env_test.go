@@ -70,7 +70,8 @@ func startTarget(t *testing.T, name, binary, binDir, logDir string, index int, r
 		}
 	}
 	hosts := filepath.Join(dir, "certs.d")
-	testimages.WriteHostsDir(t, hosts, reg.Addr, "docker.io", "registry.k8s.io")
+	// Every registry critest names, for `critest -benchmark`.
+	testimages.WriteHostsDir(t, hosts, reg.Addr, testimages.CritestMirrors...)
 	cri["registry"] = map[string]any{"config_path": hosts}
 	cri["sandbox_image"] = sandboxImage
 	if name == "upstream" {

@@ -87,7 +87,7 @@ func TestCritest(t *testing.T) {
 	}
 
 	reg := testimages.NewRegistry(t)
-	pushAll(t, reg, critestImages(t))
+	reg.PushAll(t, testimages.Critest(t))
 	d := startDaemon(t, binDir, reg, out)
 
 	args := []string{
@@ -175,7 +175,7 @@ func startDaemon(t *testing.T, binDir string, reg *testimages.Registry, out stri
 		t.Fatal(err)
 	}
 	hosts := filepath.Join(dir, "certs.d")
-	testimages.WriteHostsDir(t, hosts, reg.Addr, mirrored...)
+	testimages.WriteHostsDir(t, hosts, reg.Addr, testimages.CritestMirrors...)
 	l.CRI()["registry"] = map[string]any{"config_path": hosts}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -1,4 +1,4 @@
-package critest
+package testimages
 
 import (
 	"bytes"
@@ -13,35 +13,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-
-	"github.com/nodecri/nodecri/integration/testimages"
 )
 
 // Names critest v1.36.0 uses (pkg/validate/consts.go, pkg/framework/util.go,
-// security_context_linux.go, multi_container_linux.go).
+// security_context_linux.go, multi_container_linux.go, and
+// pkg/benchmark/image.go for -benchmark).
 const (
 	e2e     = "registry.k8s.io/e2e-test-images/"
 	staging = "gcr.io/k8s-staging-cri-tools/"
+	ecr     = "public.ecr.aws/docker/library/"
 )
 
-// mirrored are the registries critest names, and docker.io for short
-// names: all go to the one in-process registry, so nothing is fetched from
-// the internet.
-var mirrored = []string{"registry.k8s.io", "k8s.gcr.io", "gcr.io", "docker.io"}
+// CritestMirrors are the registries critest names, and docker.io for
+// short names: WriteHostsDir sends them all to the one in-process
+// registry, so nothing is fetched from the internet.
+var CritestMirrors = []string{"registry.k8s.io", "k8s.gcr.io", "gcr.io", "public.ecr.aws", "docker.io"}
 
-// image is one image and every reference critest pulls it by.
-type image struct {
-	refs []string
-	img  v1.Image
+// Named is one image and every reference it is pulled by.
+type Named struct {
+	Refs  []string
+	Image v1.Image
 }
 
-// critestImages builds offline a stand-in for every image critest's
-// validation specs pull, with what those specs check of it. The one image
-// it cannot give is test-image-digest@sha256:9700f9a2…: that digest is of
-// upstream's bytes, so that spec fails here.
-func critestImages(t *testing.T) []image {
+// Critest builds offline a stand-in for every image critest's validation
+// specs and its -benchmark specs pull, with what those specs check of it.
+// The one image it cannot give is test-image-digest@sha256:9700f9a2…: that
+// digest is of upstream's bytes, so that spec fails here.
+func Critest(t testing.TB) []Named {
 	t.Helper()
-	pause := testimages.Pause(t)
+	pause := Pause(t)
 
 	// Like upstream's busybox-based images: www-data in /etc/passwd; pgrep
 	// and ipcs, which Debian's busybox lacks as applets (the execSync
@@ -52,20 +52,20 @@ func critestImages(t *testing.T) []image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := derive(t, testimages.Busybox(t), nil, append(hostBinaries(t, "/usr/bin/pgrep", "/usr/bin/ipcs"),
-		testimages.File{Path: "/bin/ls", Mode: 0o755, Content: busybox},
-		testimages.File{Path: "/etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n")},
-		testimages.File{Path: "/etc/group", Content: []byte("root:x:0:\nwww-data:x:33:\nnobody:x:65534:\n")},
-		testimages.File{Path: "/var/run", Dir: true},
+	base := derive(t, Busybox(t), nil, append(hostBinaries(t, "/usr/bin/pgrep", "/usr/bin/ipcs"),
+		File{Path: "/bin/ls", Mode: 0o755, Content: busybox},
+		File{Path: "/etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n")},
+		File{Path: "/etc/group", Content: []byte("root:x:0:\nwww-data:x:33:\nnobody:x:65534:\n")},
+		File{Path: "/var/run", Dir: true},
 	)...)
 	user := func(u string) v1.Image { return derive(t, base, func(c *v1.Config) { c.User = u }) }
 	// image-test in cri-tools' images/: busybox plus an empty file named
 	// after the image, so that each is a different image.
 	marked := func(file string) v1.Image {
-		return derive(t, base, nil, testimages.File{Path: file})
+		return derive(t, base, nil, File{Path: file})
 	}
 
-	return []image{
+	return []Named{
 		// The sandbox image, kept apart from pause:3.9, whose spec wants an
 		// image with exactly that tag's two names.
 		{[]string{"registry.k8s.io/pause:3.10.2"}, pause},
@@ -89,9 +89,9 @@ func critestImages(t *testing.T) []image {
 		// SupplementalGroupsPolicy specs: uid 1000 belongs to gid 50000 in
 		// the image's /etc/group.
 		{[]string{staging + "test-image-predefined-group:latest"}, derive(t, base, func(c *v1.Config) { c.User = "1000" },
-			testimages.File{Path: "/etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\ndefault-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n")},
-			testimages.File{Path: "/etc/group", Content: []byte("root:x:0:\nwww-data:x:33:\nnobody:x:65534:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")},
-			testimages.File{Path: "/home/default-user", Dir: true},
+			File{Path: "/etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\ndefault-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n")},
+			File{Path: "/etc/group", Content: []byte("root:x:0:\nwww-data:x:33:\nnobody:x:65534:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")},
+			File{Path: "/home/default-user", Dir: true},
 		)},
 		{[]string{staging + "test-image-latest:latest"}, marked("test-image-latest")},
 		{[]string{staging + "test-image-tag:test"}, marked("test")},
@@ -100,23 +100,30 @@ func critestImages(t *testing.T) []image {
 		{[]string{staging + "test-image-2:latest"}, marked("test-image-2")},
 		{[]string{staging + "test-image-3:latest"}, marked("test-image-3")},
 		{[]string{staging + "test-image-tags:1", staging + "test-image-tags:2", staging + "test-image-tags:3"}, marked("same-image")},
+		// -benchmark's image specs pull the first of these and list all
+		// (defaultImageListingBenchmarkImagesAmd64, a subset elsewhere).
+		{[]string{ecr + "busybox:1.35.0-glibc"}, marked("busybox-1.35.0-glibc")},
+		{[]string{ecr + "busybox:1-uclibc"}, marked("busybox-1-uclibc")},
+		{[]string{ecr + "busybox:1"}, marked("busybox-1")},
+		{[]string{ecr + "busybox:1-glibc"}, marked("busybox-1-glibc")},
+		{[]string{ecr + "busybox:1-musl"}, marked("busybox-1-musl")},
 	}
 }
 
-// pushAll pushes every image under each of its references' repository and
+// PushAll pushes every image under each of its references' repository and
 // tag. All mirrored hosts share the registry's one namespace, so two
 // references differing only by host must be the same image.
-func pushAll(t *testing.T, reg *testimages.Registry, images []image) {
+func (r *Registry) PushAll(t testing.TB, images []Named) {
 	t.Helper()
 	pushed := map[string]string{} // repo:tag -> manifest digest
 	for _, im := range images {
-		for _, ref := range im.refs {
+		for _, ref := range im.Refs {
 			tag, err := name.NewTag(ref, name.StrictValidation)
 			if err != nil {
 				t.Fatalf("image reference %q: %v", ref, err)
 			}
 			key := tag.RepositoryStr() + ":" + tag.TagStr()
-			d, err := im.img.Digest()
+			d, err := im.Image.Digest()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,18 +133,18 @@ func pushAll(t *testing.T, reg *testimages.Registry, images []image) {
 				}
 				continue
 			}
-			pushed[key] = reg.Push(t, tag.RepositoryStr(), tag.TagStr(), im.img)
+			pushed[key] = r.Push(t, tag.RepositoryStr(), tag.TagStr(), im.Image)
 		}
 	}
 }
 
 // derive returns base with files as one more layer (if any) and edit
 // applied to its config (if set).
-func derive(t *testing.T, base v1.Image, edit func(*v1.Config), files ...testimages.File) v1.Image {
+func derive(t testing.TB, base v1.Image, edit func(*v1.Config), files ...File) v1.Image {
 	t.Helper()
 	img := base
 	if len(files) > 0 {
-		layers, err := testimages.Build(t, v1.Config{}, files).Layers()
+		layers, err := Build(t, v1.Config{}, files).Layers()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,11 +172,11 @@ func derive(t *testing.T, base v1.Image, edit func(*v1.Config), files ...testima
 // default signal actions), is found by `pidof` under path's base name (a
 // script's process takes the script's name) and writes its PID where nginx
 // does. "master process" is in its argv, as in nginx's renamed master.
-func webServer(t *testing.T, base v1.Image, server, path, root string, port int) v1.Image {
+func webServer(t testing.TB, base v1.Image, server, path, root string, port int) v1.Image {
 	t.Helper()
 	// busybox by its path: the script may shadow the httpd applet on PATH.
 	script := fmt.Sprintf(`#!/bin/sh
-# %[1]s stand-in from nodecri's integration/critest: busybox httpd serves %[2]s on port %[3]d.
+# %[1]s stand-in from nodecri's integration/testimages: busybox httpd serves %[2]s on port %[3]d.
 trap 'kill $child 2>/dev/null; exit 0' TERM QUIT INT
 echo $$ > /var/run/%[1]s.pid
 echo "%[1]s: serving %[2]s on port %[3]d"
@@ -178,8 +185,8 @@ child=$!
 wait $child
 `, server, root, port)
 	return derive(t, base, func(c *v1.Config) { c.Cmd = []string{path, "master process"} },
-		testimages.File{Path: path, Mode: 0o755, Content: []byte(script)},
-		testimages.File{Path: root + "/index.html", Content: []byte("<html><body><h1>" + server + " stand-in</h1></body></html>\n")},
+		File{Path: path, Mode: 0o755, Content: []byte(script)},
+		File{Path: root + "/index.html", Content: []byte("<html><body><h1>" + server + " stand-in</h1></body></html>\n")},
 	)
 }
 
@@ -190,7 +197,7 @@ const nnpSource = `#include <stdio.h>
 int main(void) { printf("Effective uid: %d\n", geteuid()); return 0; }
 `
 
-func noNewPrivs(t *testing.T, base v1.Image) v1.Image {
+func noNewPrivs(t testing.TB, base v1.Image) v1.Image {
 	t.Helper()
 	dir := t.TempDir()
 	src, bin := filepath.Join(dir, "nnp.c"), filepath.Join(dir, "nnp")
@@ -206,15 +213,15 @@ func noNewPrivs(t *testing.T, base v1.Image) v1.Image {
 	}
 	const path = "/usr/local/bin/nnp"
 	return derive(t, base, func(c *v1.Config) { c.Entrypoint, c.Cmd = []string{path}, nil },
-		testimages.File{Path: path, Mode: 0o4755, Content: content})
+		File{Path: path, Mode: 0o4755, Content: content})
 }
 
 // hostBinaries copies binaries of this host into image files, with the
 // shared libraries ldd lists for them, at the same paths (as
-// testimages.Busybox does for busybox).
-func hostBinaries(t *testing.T, bins ...string) []testimages.File {
+// Busybox does for busybox).
+func hostBinaries(t testing.TB, bins ...string) []File {
 	t.Helper()
-	var files []testimages.File
+	var files []File
 	seen := map[string]bool{}
 	add := func(path string, mode int64) {
 		if seen[path] {
@@ -225,7 +232,7 @@ func hostBinaries(t *testing.T, bins ...string) []testimages.File {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files = append(files, testimages.File{Path: path, Mode: mode, Content: content})
+		files = append(files, File{Path: path, Mode: mode, Content: content})
 	}
 	for _, bin := range bins {
 		add(bin, 0o755)
