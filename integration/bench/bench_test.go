@@ -46,18 +46,7 @@ func TestBench(t *testing.T) {
 	// the cleanups still remove the pods and stop both daemons.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root, _ := filepath.Abs("../..")
-	binDir := filepath.Join(root, "bin")
-	bins := map[string]string{
-		"ours":     filepath.Join(binDir, "containerd"),
-		"upstream": filepath.Join(root, "_output", "upstream", "bin", "containerd"),
-	}
-	for _, b := range []string{bins["ours"], bins["upstream"], filepath.Join(binDir, "runc"), filepath.Join(binDir, "containerd-shim-runc-v2"),
-		filepath.Join(binDir, "crictl"), filepath.Join(binDir, "critest")} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make bench` (deps, build, hack/upstream.sh)", b)
-		}
-	}
+	root, binDir, bins := sideBySide(t, "bench", "containerd-shim-runc-v2", "crictl", "critest")
 	out := filepath.Join(root, "_output", "bench")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)

@@ -34,17 +34,7 @@ func TestCrictlDiff(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root, _ := filepath.Abs("../..")
-	binDir := filepath.Join(root, "bin")
-	bins := map[string]string{
-		"ours":     filepath.Join(binDir, "containerd"),
-		"upstream": filepath.Join(root, "_output", "upstream", "bin", "containerd"),
-	}
-	for _, b := range []string{bins["ours"], bins["upstream"], filepath.Join(binDir, "crictl"), filepath.Join(binDir, "runc")} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make crictl-diff` (deps, build, hack/upstream.sh)", b)
-		}
-	}
+	root, binDir, bins := sideBySide(t, "crictl-diff", "crictl")
 	out := filepath.Join(root, "_output", "crictl-diff")
 	if err := os.RemoveAll(out); err != nil {
 		t.Fatal(err)

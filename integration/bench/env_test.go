@@ -29,6 +29,29 @@ const (
 	inFlight = 8
 )
 
+// sideBySide finds the repository, its bin/ and the two daemons, ours and
+// upstream's, and checks that they, runc and the other named companions in
+// bin/ are there: `make <target>` builds them.
+func sideBySide(t *testing.T, target string, companions ...string) (root, binDir string, bins map[string]string) {
+	t.Helper()
+	root, _ = filepath.Abs("../..")
+	binDir = filepath.Join(root, "bin")
+	bins = map[string]string{
+		"ours":     filepath.Join(binDir, "containerd"),
+		"upstream": filepath.Join(root, "_output", "upstream", "bin", "containerd"),
+	}
+	need := []string{bins["ours"], bins["upstream"], filepath.Join(binDir, "runc")}
+	for _, c := range companions {
+		need = append(need, filepath.Join(binDir, c))
+	}
+	for _, b := range need {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s missing: run `make %s` (deps, build, hack/upstream.sh)", b, target)
+		}
+	}
+	return root, binDir, bins
+}
+
 // target is one daemon under test with its layout.
 type target struct {
 	name   string
