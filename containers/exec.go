@@ -141,7 +141,8 @@ func (m *Manager) cleanupExec(p containerd.Process) {
 }
 
 // Update applies new resources to the container: to its record always and
-// to its running task.
+// to its running task. Fields the request leaves zero keep their values
+// (mergeResources); absent Linux resources change nothing.
 func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
 	c, err := m.store.Get(id)
 	if err != nil {
@@ -150,11 +151,22 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	c.mu.Lock()
-	task, state := c.task, c.status.State
+	task, state, cur := c.task, c.status.State, c.status.Resources
 	c.mu.Unlock()
 	if state == runtimeapi.ContainerState_CONTAINER_EXITED {
 		return fmt.Errorf("container %s has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	if r == nil {
+		return nil
+	}
+	huge, err := m.Hugetlb.Limits(ctx, r.HugepageLimits)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		cur = c.Config.GetLinux().GetResources()
+	}
+	merged := mergeResources(cur, r)
 	container, err := m.Client.LoadContainer(ctx, c.ID)
 	if err != nil {
 		return err
@@ -163,16 +175,11 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 	if err != nil {
 		return err
 	}
-	if sp.Linux.Resources == nil {
-		sp.Linux.Resources = &specs.LinuxResources{}
+	if sp.Linux.Resources != nil && len(r.HugepageLimits) == 0 {
+		huge = sp.Linux.Resources.HugepageLimits // none given: as they were
 	}
-	cpu, mem, huge := ToOCIResources(r)
-	sp.Linux.Resources.CPU, sp.Linux.Resources.Memory = cpu, mem
-	if len(huge) > 0 {
-		sp.Linux.Resources.HugepageLimits = huge
-	}
-	if len(r.Unified) > 0 {
-		sp.Linux.Resources.Unified = r.Unified
+	if err := withResources(merged, huge)(ctx, nil, nil, sp); err != nil {
+		return err
 	}
 	if err := container.Update(ctx, containerd.UpdateContainerOpts(func(_ context.Context, _ *containerd.Client, rec *corecontainers.Container) error {
 		return setSpec(rec, sp)
@@ -185,7 +192,7 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 		}
 	}
 	c.mu.Lock()
-	c.status.Resources = r
+	c.status.Resources = merged
 	c.mu.Unlock()
 	return nil
 }

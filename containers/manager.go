@@ -26,6 +26,7 @@ import (
 	"github.com/nodecri/nodecri/names"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
+	"github.com/nodecri/nodecri/spec"
 )
 
 const (
@@ -51,7 +52,9 @@ type Options struct {
 	RootDir        string // the plugin's root: per-container folders
 	StateDir       string // the plugin's state (tmpfs): the tasks' fifos
 	RestrictOOM    bool
-	Namespace      string
+	// Hugetlb decides which hugepage limits reach a spec.
+	Hugetlb   *spec.Hugetlb
+	Namespace string
 }
 
 // Manager creates, runs, stops and removes containers.
@@ -144,6 +147,11 @@ func (m *Manager) pidTarget(sandboxID string, ns *runtimeapi.NamespaceOption) (u
 }
 
 func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid, targetPid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
+	// Before any work: a refused limit fails the create with nothing made.
+	hugepages, err := m.Hugetlb.Limits(ctx, cfg.GetLinux().GetResources().GetHugepageLimits())
+	if err != nil {
+		return err
+	}
 	ref := cfg.GetImage().GetImage()
 	var cimg containerd.Image
 	for n := range img.Refs {
@@ -184,7 +192,8 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	}
 	failpoint.Hit(ctx, "container.create.after-image-volumes")
 	opts, err := containerSpec(specInput{id: id, cfg: cfg, sandbox: sb, pausePid: pausePid, targetPid: targetPid, files: m.Sandboxes.Files(sb.ID),
-		image: img, imageRef: ref, imageName: cimg.Name(), handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts})
+		image: img, imageRef: ref, imageName: cimg.Name(), handler: h, restrictOOM: m.RestrictOOM, enableCDI: m.EnableCDI, mounts: mounts,
+		hugepages: hugepages})
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}

@@ -45,6 +45,8 @@ type specInput struct {
 	handler     *runtimes.Handler
 	restrictOOM bool
 	enableCDI   bool
+	// hugepages are the request's limits the hugetlb policy lets through.
+	hugepages []specs.LinuxHugepageLimit
 	// mounts are the request's, image volumes already turned into binds.
 	mounts []*runtimeapi.Mount
 }
@@ -70,7 +72,7 @@ func containerSpec(in specInput) ([]oci.SpecOpts, error) {
 		spec.WithCgroupMount(spec.CgroupSharedOptions()),
 		withDevices(in.cfg.GetDevices()),
 		spec.WithCgroupsPath(in.sandbox.Config.GetLinux().GetCgroupParent(), in.id, in.handler.SystemdCgroup()),
-		withResources(lc.GetResources()),
+		withResources(lc.GetResources(), in.hugepages),
 		oci.WithAnnotations(annotations(in)),
 		withSecurity(sc),
 		withUser(sc, in.image),
@@ -293,8 +295,9 @@ func withDevices(devs []*runtimeapi.Device) oci.SpecOpts {
 	}
 }
 
-// withResources sets CPU, memory and hugepage limits.
-func withResources(r *runtimeapi.LinuxContainerResources) oci.SpecOpts {
+// withResources sets CPU and memory limits, the unified (cgroup v2) keys
+// and the hugepage limits the hugetlb policy let through.
+func withResources(r *runtimeapi.LinuxContainerResources, hugepages []specs.LinuxHugepageLimit) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		if r == nil {
 			return nil
@@ -302,17 +305,13 @@ func withResources(r *runtimeapi.LinuxContainerResources) oci.SpecOpts {
 		if s.Linux.Resources == nil {
 			s.Linux.Resources = &specs.LinuxResources{}
 		}
-		s.Linux.Resources.CPU, s.Linux.Resources.Memory, s.Linux.Resources.HugepageLimits = ToOCIResources(r)
+		s.Linux.Resources.CPU, s.Linux.Resources.Memory = toOCIResources(r, spec.SwapAvailable())
+		s.Linux.Resources.HugepageLimits = hugepages
 		if len(r.Unified) > 0 {
 			s.Linux.Resources.Unified = r.Unified
 		}
 		return nil
 	}
-}
-
-// ToOCIResources converts CRI resources, for create and for update.
-func ToOCIResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxCPU, *specs.LinuxMemory, []specs.LinuxHugepageLimit) {
-	return toOCIResources(r, spec.SwapAvailable())
 }
 
 // EffectiveResources are the resources as applied, for status: with the
@@ -330,10 +329,10 @@ func effectiveResources(r *runtimeapi.LinuxContainerResources, swap bool) *runti
 	return out
 }
 
-// toOCIResources converts; a memory limit without a swap limit gets swap
-// equal to it (no swapping), as upstream, where the host can limit swap
-// (swap) at all.
-func toOCIResources(r *runtimeapi.LinuxContainerResources, swap bool) (*specs.LinuxCPU, *specs.LinuxMemory, []specs.LinuxHugepageLimit) {
+// toOCIResources converts CPU and memory; a memory limit without a swap
+// limit gets swap equal to it (no swapping), as upstream, where the host
+// can limit swap (swap) at all.
+func toOCIResources(r *runtimeapi.LinuxContainerResources, swap bool) (*specs.LinuxCPU, *specs.LinuxMemory) {
 	r = effectiveResources(r, swap)
 	cpu := &specs.LinuxCPU{Cpus: r.CpusetCpus, Mems: r.CpusetMems}
 	if r.CpuShares > 0 {
@@ -357,11 +356,47 @@ func toOCIResources(r *runtimeapi.LinuxContainerResources, swap bool) (*specs.Li
 		v := r.MemorySwapLimitInBytes
 		mem.Swap = &v
 	}
-	var huge []specs.LinuxHugepageLimit
-	for _, h := range r.HugepageLimits {
-		huge = append(huge, specs.LinuxHugepageLimit{Pagesize: h.PageSize, Limit: h.Limit})
+	return cpu, mem
+}
+
+// mergeResources applies an UpdateContainerResources to the resources in
+// force, as the kubelet expects: a field left zero keeps its value (the
+// CPU and memory managers send only cpuset_cpus or cpuset_mems), unified
+// keys are merged, and hugepage limits are replaced when any are given.
+func mergeResources(cur, upd *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
+	if cur == nil {
+		return proto.Clone(upd).(*runtimeapi.LinuxContainerResources)
 	}
-	return cpu, mem, huge
+	out := proto.Clone(cur).(*runtimeapi.LinuxContainerResources)
+	setInt := func(dst *int64, v int64) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	setInt(&out.CpuPeriod, upd.CpuPeriod)
+	setInt(&out.CpuQuota, upd.CpuQuota)
+	setInt(&out.CpuShares, upd.CpuShares)
+	setInt(&out.MemoryLimitInBytes, upd.MemoryLimitInBytes)
+	setInt(&out.MemorySwapLimitInBytes, upd.MemorySwapLimitInBytes)
+	setInt(&out.OomScoreAdj, upd.OomScoreAdj)
+	if upd.CpusetCpus != "" {
+		out.CpusetCpus = upd.CpusetCpus
+	}
+	if upd.CpusetMems != "" {
+		out.CpusetMems = upd.CpusetMems
+	}
+	if len(upd.HugepageLimits) > 0 {
+		out.HugepageLimits = upd.HugepageLimits
+	}
+	if len(upd.Unified) > 0 {
+		if out.Unified == nil {
+			out.Unified = map[string]string{}
+		}
+		for k, v := range upd.Unified {
+			out.Unified[k] = v
+		}
+	}
+	return out
 }
 
 // withSecurity applies privileged mode, capabilities, no_new_privs, masked

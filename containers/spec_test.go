@@ -61,7 +61,8 @@ func TestResources(t *testing.T) {
 		MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 64 << 20,
 		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}},
 		Unified:        map[string]string{"memory.high": "30000000", "pids.max": "100"}}
-	s := apply(t, withResources(r))
+	huge := []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 4 << 20}}
+	s := apply(t, withResources(r, huge))
 	res := s.Linux.Resources
 	if *res.CPU.Shares != 512 || *res.CPU.Quota != 50000 || *res.CPU.Period != 100000 || res.CPU.Cpus != "0" {
 		t.Errorf("cpu %+v", res.CPU)
@@ -74,6 +75,44 @@ func TestResources(t *testing.T) {
 	}
 	if res.Unified["memory.high"] != "30000000" || res.Unified["pids.max"] != "100" {
 		t.Errorf("unified %v", res.Unified)
+	}
+}
+
+// The spec's hugepage limits are the policy's, never the request's as
+// sent: the kubelet's zero limits must not reach runc where it cannot
+// apply them.
+func TestResourcesHugepagesFromPolicy(t *testing.T) {
+	r := &runtimeapi.LinuxContainerResources{CpuShares: 2,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}}}
+	if s := apply(t, withResources(r, nil)); len(s.Linux.Resources.HugepageLimits) != 0 {
+		t.Errorf("hugepages reached the spec: %+v", s.Linux.Resources.HugepageLimits)
+	}
+}
+
+// UpdateContainerResources as the kubelet sends it: the CPU manager sends
+// cpuset_cpus alone, which must not clear the limits set at create; an in
+// place resize sends every field.
+func TestMergeResources(t *testing.T) {
+	created := &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512,
+		MemoryLimitInBytes: 64 << 20, OomScoreAdj: 999,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}},
+		Unified:        map[string]string{"memory.high": "1000000"}}
+	got := mergeResources(created, &runtimeapi.LinuxContainerResources{CpusetCpus: "0"})
+	if got.CpusetCpus != "0" || got.CpuQuota != 50000 || got.CpuShares != 512 || got.MemoryLimitInBytes != 64<<20 ||
+		len(got.HugepageLimits) != 1 || got.Unified["memory.high"] != "1000000" {
+		t.Errorf("cpuset-only update: %v", got)
+	}
+	got = mergeResources(created, &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 100000, CpuShares: 1024,
+		MemoryLimitInBytes: 128 << 20, Unified: map[string]string{"memory.max": "134217728"}})
+	if got.CpuQuota != 100000 || got.CpuShares != 1024 || got.MemoryLimitInBytes != 128<<20 ||
+		got.Unified["memory.high"] != "1000000" || got.Unified["memory.max"] != "134217728" {
+		t.Errorf("resize: %v", got)
+	}
+	if created.CpuQuota != 50000 || len(created.Unified) != 1 {
+		t.Errorf("merge changed the resources in force: %v", created)
+	}
+	if got := mergeResources(nil, &runtimeapi.LinuxContainerResources{CpuShares: 2}); got.CpuShares != 2 {
+		t.Errorf("no resources at create: %v", got)
 	}
 }
 
@@ -158,16 +197,16 @@ func TestMaskedPathsFromRequestOnly(t *testing.T) {
 // limit swap; where it cannot, no swap limit is set at all.
 func TestSwapFollowsMemoryLimit(t *testing.T) {
 	r := &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}
-	if _, mem, _ := toOCIResources(r, true); mem.Swap == nil || *mem.Swap != 64<<20 {
+	if _, mem := toOCIResources(r, true); mem.Swap == nil || *mem.Swap != 64<<20 {
 		t.Errorf("swap accounting on: swap %v", mem.Swap)
 	}
-	if _, mem, _ := toOCIResources(r, false); mem.Swap != nil {
+	if _, mem := toOCIResources(r, false); mem.Swap != nil {
 		t.Errorf("swap accounting off: swap %v", *mem.Swap)
 	}
-	if _, mem, _ := toOCIResources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: -1}, true); *mem.Swap != -1 {
+	if _, mem := toOCIResources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: -1}, true); *mem.Swap != -1 {
 		t.Errorf("requested unlimited swap: %v", *mem.Swap)
 	}
-	if _, mem, _ := toOCIResources(&runtimeapi.LinuxContainerResources{CpuShares: 2}, true); mem.Swap != nil || mem.Limit != nil {
+	if _, mem := toOCIResources(&runtimeapi.LinuxContainerResources{CpuShares: 2}, true); mem.Swap != nil || mem.Limit != nil {
 		t.Errorf("no memory limit: %+v", mem)
 	}
 	// Status reports the same, without changing the request's record.

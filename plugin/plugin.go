@@ -29,6 +29,7 @@ import (
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
+	"github.com/nodecri/nodecri/spec"
 	"github.com/nodecri/nodecri/stats"
 	"github.com/nodecri/nodecri/streaming"
 )
@@ -149,6 +150,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		RootDir:        rootDir,
 		StateDir:       stateDir,
 		RestrictOOM:    cfg.RestrictOOMScoreAdj,
+		Hugetlb:        spec.NewHugetlb(cfg.DisableHugetlbController, cfg.TolerateMissingHugetlbController, spec.HugetlbUsable),
 		Namespace:      config.Namespace,
 	})
 	sandboxes.SetContainers(ctrs)

@@ -59,7 +59,10 @@ func Request(req any) error {
 	case *runtimeapi.ContainerStatusRequest:
 		return ID("container_id", r.GetContainerId())
 	case *runtimeapi.UpdateContainerResourcesRequest:
-		return ID("container_id", r.GetContainerId())
+		if err := ID("container_id", r.GetContainerId()); err != nil {
+			return err
+		}
+		return linuxResources("linux", r.GetLinux())
 	case *runtimeapi.ReopenContainerLogRequest:
 		return ID("container_id", r.GetContainerId())
 	case *runtimeapi.ExecSyncRequest:

@@ -52,6 +52,13 @@ type Config struct {
 	// EnableUnprivilegedICMP gives them net.ipv4.ping_group_range=
 	// "0 2147483647" likewise: any user may ping without CAP_NET_RAW.
 	EnableUnprivilegedICMP bool `toml:"enable_unprivileged_icmp" json:"enableUnprivilegedICMP"`
+	// DisableHugetlbController keeps the kubelet's hugepage limits out of
+	// containers' specs, as upstream does by default.
+	DisableHugetlbController bool `toml:"disable_hugetlb_controller" json:"disableHugetlbController"`
+	// TolerateMissingHugetlbController drops hugepage limits (with one
+	// warning) where the runtime cannot use the hugetlb controller,
+	// instead of failing CreateContainer.
+	TolerateMissingHugetlbController bool `toml:"tolerate_missing_hugetlb_controller" json:"tolerateMissingHugetlbController"`
 
 	Containerd ContainerdConfig `toml:"containerd" json:"containerd"`
 	CNI        CNIConfig        `toml:"cni" json:"cni"`
@@ -131,7 +138,11 @@ func Default() *Config {
 		EnableCDI:                true,
 		EnableUnprivilegedPorts:  true,
 		EnableUnprivilegedICMP:   true,
-		CDISpecDirs:              []string{"/etc/cdi", "/var/run/cdi"},
+		// Upstream's defaults: the kubelet sends a limit for every page
+		// size, and many hosts cannot apply them.
+		DisableHugetlbController:         true,
+		TolerateMissingHugetlbController: true,
+		CDISpecDirs:                      []string{"/etc/cdi", "/var/run/cdi"},
 		Containerd: ContainerdConfig{
 			Snapshotter:        "overlayfs",
 			DefaultRuntimeName: "runc",
