@@ -106,7 +106,7 @@ func round(f float64) float64 {
 	return math.Round(f*1000) / 1000
 }
 
-// table renders the rows for a terminal and for the README.
+// table renders the rows for a terminal and for docs/benchmarks.md.
 func (r *results) table() string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
