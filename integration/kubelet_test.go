@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -483,13 +484,45 @@ func hugetlbHierarchy(t *testing.T) string {
 	// Registered before the test starts its daemon, so it runs after the
 	// daemon's cleanup (last-in first-out): the pods' cgroups are gone.
 	t.Cleanup(func() {
+		// The kernel gives the controller back to the v2 hierarchy when
+		// the v1 one is unmounted with no cgroup left in it, dying ones
+		// included; left on v1 it would change the host for later tests
+		// (crun refuses a hybrid host only while a controller sits on
+		// v2). A cgroup removed just now may still be dying: mount and
+		// unmount again until the kernel lets go.
 		removeCgroupTree(dir)
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount the test's hugetlb hierarchy: %v", err)
+		for try := 0; try < 20; try++ {
+			if err := syscall.Unmount(dir, 0); err != nil {
+				t.Errorf("unmount the test's hugetlb hierarchy: %v", err)
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+			if hugetlbHierarchyID() == 0 {
+				break
+			}
+			if err := syscall.Mount("cgroup", dir, "cgroup", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "hugetlb"); err != nil {
+				break
+			}
+		}
+		if id := hugetlbHierarchyID(); id != 0 {
+			t.Logf("the hugetlb controller stays on v1 hierarchy %d (cgroups still in it)", id)
 		}
 		os.Remove(dir)
 	})
 	return dir
+}
+
+// hugetlbHierarchyID is the hugetlb controller's hierarchy in
+// /proc/cgroups: 0 when it is on the v2 hierarchy (or none).
+func hugetlbHierarchyID() int {
+	b, _ := os.ReadFile("/proc/cgroups")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "hugetlb" {
+			id, _ := strconv.Atoi(f[1])
+			return id
+		}
+	}
+	return 0
 }
 
 // removeCgroupTree removes the (empty) cgroups below root, children first.
