@@ -228,6 +228,34 @@ func TestKubeletShapedContainerRuns(t *testing.T) {
 		t.Fatalf("state %v, reason %q, message %q", st.State, st.Reason, st.Message)
 	}
 
+	// What the kubelet reads of the pod it made: its labels and
+	// annotations back, Ready with an IP; and what its containers see of
+	// it: the cluster DNS settings and the pod's hostname.
+	t.Run("pod status, DNS and hostname", func(t *testing.T) {
+		ps, _ := podStatus(t, kp.d, kp.id)
+		if ps.State != runtimeapi.PodSandboxState_SANDBOX_READY || ps.GetNetwork().GetIp() == "" {
+			t.Errorf("pod state %v ip %q", ps.State, ps.GetNetwork().GetIp())
+		}
+		for k, v := range kp.cfg.Labels {
+			if ps.Labels[k] != v {
+				t.Errorf("pod label %s = %q, want %q", k, ps.Labels[k], v)
+			}
+		}
+		for k, v := range kp.cfg.Annotations {
+			if ps.Annotations[k] != v {
+				t.Errorf("pod annotation %s = %q, want %q", k, ps.Annotations[k], v)
+			}
+		}
+		resolv := kp.mustExec(t, id, "cat", "/etc/resolv.conf")
+		for _, want := range []string{"nameserver 10.96.0.10", "search default.svc.cluster.local svc.cluster.local cluster.local", "options ndots:5"} {
+			if !strings.Contains(resolv, want) {
+				t.Errorf("/etc/resolv.conf lacks %q:\n%s", want, resolv)
+			}
+		}
+		if got := strings.TrimSpace(kp.mustExec(t, id, "hostname")); got != kp.cfg.Hostname {
+			t.Errorf("hostname %q, want %q", got, kp.cfg.Hostname)
+		}
+	})
 	logPath := filepath.Join(kp.cfg.LogDirectory, "app", "0.log")
 	// What the kubelet reads back to reconcile: its labels and
 	// annotations (restart count, hash), the full log path, the image the
@@ -330,6 +358,22 @@ func TestKubeletShapedContainerRuns(t *testing.T) {
 			t.Errorf("status after a cpuset-only update: %v", r)
 		}
 	})
+	// Bad values answer InvalidArgument and change nothing; no Linux
+	// resources (a Windows-shaped request) is a no-op.
+	t.Run("UpdateContainerResources bad input", func(t *testing.T) {
+		_, err := kp.d.Runtime.UpdateContainerResources(ctxT(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+			Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -5}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("negative memory limit: %v, want InvalidArgument", err)
+		}
+		if _, err := kp.d.Runtime.UpdateContainerResources(ctxT(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id}); err != nil {
+			t.Errorf("no Linux resources: %v", err)
+		}
+		if got := cgroupValue(t, kp.pod, id, "memory/memory.limit_in_bytes", "memory.max"); got != strconv.Itoa(128<<20) {
+			t.Errorf("memory limit after refused updates %q, want %d", got, 128<<20)
+		}
+	})
+
 	// StopContainer with the pod's grace period, as the kubelet stops it;
 	// then what it reads: the exit, the termination message file, the log.
 	t.Run("StopContainer, termination log and log file", func(t *testing.T) {
