@@ -568,17 +568,3 @@ func hugetlbHierarchyID() int {
 	}
 	return 0
 }
-
-// removeCgroupTree removes the (empty) cgroups below root, children first.
-func removeCgroupTree(root string) {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() && p != root {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Remove(dirs[i])
-	}
-}

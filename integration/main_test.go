@@ -162,15 +162,21 @@ func eventuallyWithin(t *testing.T, wait time.Duration, what string, cond func()
 func removeCgroups(name string) {
 	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
 	for _, root := range roots {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- { // children first
-			os.Remove(dirs[i])
+		removeCgroupTree(root)
+		os.Remove(root)
+	}
+}
+
+// removeCgroupTree removes the (empty) cgroups below root, children first.
+func removeCgroupTree(root string) {
+	var dirs []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && p != root {
+			dirs = append(dirs, p)
 		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		os.Remove(dirs[i])
 	}
 }
