@@ -22,10 +22,10 @@ import (
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/config"
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
@@ -91,7 +91,11 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 			log.G(ctx).WithError(err).Warn("CDI spec directories")
 		}
 	}
-	rts, err := runtimes.New(ctx, cfg, runtimes.ProbeBinary)
+	rtOpts, err := runtimeOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rts, err := runtimes.New(ctx, rtOpts, runtimes.ProbeBinary)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +188,6 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	go collector.Run(ctx)
 
 	svc := server.New(server.Options{
-		Config:            cfg,
 		Client:            client,
 		Runtimes:          rts,
 		CNI:               net,
@@ -196,6 +199,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		RootDir:           rootDir,
 		StateDir:          stateDir,
 		ContainerdRootDir: filepath.Dir(rootDir),
+		Namespace:         config.Namespace,
+		SandboxImage:      cfg.SandboxImage,
+		StatusConfig:      cfg,
 	})
 	// Lifecycle transitions become GetContainerEvents events from now on;
 	// no client could have subscribed to those of recovery.
@@ -234,6 +240,31 @@ type criPlugin struct{ svc *server.Service }
 func (p *criPlugin) Register(s *grpc.Server) error {
 	p.svc.Register(s)
 	return nil
+}
+
+// runtimeOptions gives the runtimes package the configured handlers, each
+// handler's [options] table decoded into what its shim takes.
+func runtimeOptions(cfg *config.Config) (runtimes.Options, error) {
+	opts := runtimes.Options{
+		Handlers:    make(map[string]runtimes.Config, len(cfg.Containerd.Runtimes)),
+		Default:     cfg.Containerd.DefaultRuntimeName,
+		Snapshotter: cfg.Containerd.Snapshotter,
+	}
+	for name, r := range cfg.Containerd.Runtimes {
+		shimOpts, err := config.DecodeOptions(r.Type, r.Options)
+		if err != nil {
+			return runtimes.Options{}, fmt.Errorf("runtime %q: %w", name, err)
+		}
+		opts.Handlers[name] = runtimes.Config{
+			Type:                 r.Type,
+			Path:                 r.Path,
+			Snapshotter:          r.Snapshotter,
+			PodAnnotations:       r.PodAnnotations,
+			ContainerAnnotations: r.ContainerAnnotations,
+			Options:              shimOpts,
+		}
+	}
+	return opts, nil
 }
 
 // snapshotterRoot checks that every snapshotter the config names is loaded

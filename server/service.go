@@ -15,7 +15,6 @@ import (
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/stats"
@@ -23,7 +22,6 @@ import (
 
 // Options are the service's dependencies, built by the plugin.
 type Options struct {
-	Config     *config.Config
 	Client     *containerd.Client
 	Runtimes   *runtimes.Set
 	CNI        *cni.Manager
@@ -36,6 +34,13 @@ type Options struct {
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.
 	ContainerdRootDir string
+	// Namespace is the containerd namespace every handler runs in.
+	Namespace string
+	// SandboxImage is the pause image, shown in pod status and metrics.
+	SandboxImage string
+	// StatusConfig is the effective configuration, a JSON object that
+	// verbose Status shows (statusConfig).
+	StatusConfig any
 }
 
 // Service holds what both CRI services share.
@@ -67,7 +72,7 @@ type imageService struct {
 
 // Register serves both CRI services on s, instrumented and validated.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
-	ir := instrumented{r}
+	ir := instrumented{r, s.Namespace}
 	runtimeapi.RegisterRuntimeServiceServer(ir, &runtimeService{Service: s})
 	runtimeapi.RegisterImageServiceServer(ir, &imageService{Service: s})
 }
