@@ -18,6 +18,7 @@ import (
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/stats"
+	"github.com/nodecri/nodecri/streaming"
 )
 
 // Options are the service's dependencies, built by the plugin.
@@ -30,6 +31,8 @@ type Options struct {
 	Sandboxes  *sandbox.Manager
 	Containers *containers.Manager
 	Stats      *stats.Collector
+	// Streaming serves what Exec, Attach and PortForward hand out URLs to.
+	Streaming *streaming.Server
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.
@@ -51,7 +54,7 @@ type Service struct {
 	podCIDRs []string // from UpdateRuntimeConfig
 
 	// events carries GetContainerEvents; the managers feed it through
-	// Notify (events.go).
+	// their Notifier, which the plugin connects to Notify (events.go).
 	events *events.Broker
 }
 
