@@ -202,7 +202,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		TLS:      cfg.EnableTLSStreaming,
 		CertFile: cfg.X509KeyPairStreaming.TLSCertFile,
 		KeyFile:  cfg.X509KeyPairStreaming.TLSKeyFile,
-	}, ctrs)
+	}, ctrs, sandboxes)
 	if err != nil {
 		return nil, err
 	}
