@@ -55,6 +55,8 @@ type Options struct {
 	// Hugetlb decides which hugepage limits reach a spec.
 	Hugetlb   *spec.Hugetlb
 	Namespace string
+	// Notifier is told of the containers' transitions; nil for none.
+	Notifier sandbox.Notifier
 }
 
 // Manager creates, runs, stops and removes containers.
@@ -237,13 +239,17 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	return nil
 }
 
-// notify tells the sandbox manager's notifier of c's transition t.
+// notify tells the notifier, if any, of c's transition t, with c's
+// sandbox when it is still known.
 func (m *Manager) notify(t runtimeapi.ContainerEventType, c *Container) {
+	if m.Notifier == nil {
+		return
+	}
 	sb, err := m.Sandboxes.Store().Get(c.SandboxID)
 	if err != nil {
 		sb = nil
 	}
-	m.Sandboxes.Notify(t, c.ID, sb)
+	m.Notifier.Notify(t, c.ID, sb)
 }
 
 // stopSignal is the request's stop signal, else the image's, else SIGTERM.

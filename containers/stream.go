@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -14,10 +12,8 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/netns"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	cnins "github.com/containernetworking/plugins/pkg/ns"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -26,10 +22,11 @@ import (
 	"github.com/nodecri/nodecri/logs"
 )
 
-// This file is the runtime side of the streaming server (package
-// streaming): Manager implements its Runtime interface. The server calls
-// these methods once a client has connected to a URL handed out by the
-// CRI's Exec, Attach or PortForward.
+// This file is the container side of the streaming server (package
+// streaming): Manager implements its Containers interface. The server
+// calls these methods once a client has connected to a URL handed out by
+// the CRI's Exec or Attach. PortForward is the pod network's
+// (sandbox/portforward.go).
 
 const (
 	// attachQueue is how many output chunks (each at most cio's 32 KiB
@@ -537,68 +534,4 @@ func (f *fanout) close() {
 	for s := range f.subs {
 		f.removeLocked(s, nil)
 	}
-}
-
-// PortForward connects stream to TCP port on the pod's loopback: dialled
-// from inside the pod's network namespace (the socket stays there), or on
-// the node for a host-network pod.
-func (m *Manager) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {
-	if port <= 0 || port > 65535 {
-		return fmt.Errorf("port %d is not a TCP port: %w", port, errdefs.ErrInvalidArgument)
-	}
-	sb, err := m.Sandboxes.Store().Get(sandboxID)
-	if err != nil {
-		return err
-	}
-	st := sb.Status()
-	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return fmt.Errorf("sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
-	}
-	var conn net.Conn
-	if sb.HostNetwork() {
-		conn, err = dialLoopback(ctx, port)
-	} else if st.NetNSPath == "" {
-		return fmt.Errorf("sandbox %s has no network namespace: %w", sb.ID, errdefs.ErrFailedPrecondition)
-	} else {
-		err = netns.LoadNetNS(st.NetNSPath).Do(func(cnins.NetNS) error {
-			var derr error
-			conn, derr = dialLoopback(ctx, port)
-			return derr
-		})
-	}
-	if err != nil {
-		return fmt.Errorf("port-forward to %s port %d: %w", sb.ID, port, err)
-	}
-	defer conn.Close()
-
-	go func() {
-		io.Copy(conn, stream)
-		// The client has sent all it will; the pod's server may still
-		// answer, so only our sending side closes.
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-	}()
-	// Done when the pod's side closes (or the client goes away): the
-	// library then closes the stream, and conn's close ends the copy above.
-	if _, err := io.Copy(stream, conn); err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("port-forward to %s port %d: %w", sb.ID, port, err)
-	}
-	return nil
-}
-
-// dialLoopback connects to port on 127.0.0.1, else on ::1 (IPv6-only pods),
-// in the calling thread's network namespace: with an IP literal the socket
-// is made in this goroutine, which netns.Do keeps on its thread.
-func dialLoopback(ctx context.Context, port int32) (net.Conn, error) {
-	var d net.Dialer
-	p := strconv.Itoa(int(port))
-	conn, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", p))
-	if err == nil {
-		return conn, nil
-	}
-	if conn6, err6 := d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", p)); err6 == nil {
-		return conn6, nil
-	}
-	return nil, err
 }

@@ -15,27 +15,6 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func TestNormalize(t *testing.T) {
-	for in, want := range map[string]string{
-		"busybox":                        "docker.io/library/busybox:latest",
-		"busybox:1.36":                   "docker.io/library/busybox:1.36",
-		"registry.k8s.io/pause:3.10.2":   "registry.k8s.io/pause:3.10.2",
-		"127.0.0.1:5000/x/y":             "127.0.0.1:5000/x/y:latest",
-		"busybox@sha256:" + hex64('a'):   "docker.io/library/busybox@sha256:" + hex64('a'),
-		"busybox:1@sha256:" + hex64('b'): "docker.io/library/busybox@sha256:" + hex64('b'),
-	} {
-		got, err := Normalize(in)
-		if err != nil || got != want {
-			t.Errorf("Normalize(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "UPPER/case", "a@sha256:zz", "a b", "busybox:"} {
-		if _, err := Normalize(bad); !errdefs.IsInvalidArgument(err) {
-			t.Errorf("Normalize(%q) = %v, want InvalidArgument", bad, err)
-		}
-	}
-}
-
 func hex64(c byte) string { return strings.Repeat(string(c), 64) }
 
 func TestStoreNamesAndLookups(t *testing.T) {

@@ -25,6 +25,8 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/nodecri/nodecri/imageref"
 )
 
 // managedLabel marks image records the CRI created, as upstream does, so
@@ -56,7 +58,7 @@ type Service struct {
 func NewService(client *containerd.Client, fsinfo *FSInfo, opts Options) (*Service, error) {
 	s := &Service{client: client, opts: opts, store: NewStore(), fsinfo: fsinfo, pinned: map[string]bool{}}
 	for _, p := range opts.Pinned {
-		n, err := Normalize(p)
+		n, err := imageref.Normalize(p)
 		if err != nil {
 			return nil, fmt.Errorf("pinned image %q: %w", p, err)
 		}
@@ -223,7 +225,7 @@ func (s *Service) Remove(ctx context.Context, ref string) error {
 // caller, so a kubelet that gives up does not waste what others wait for;
 // image_pull_progress_timeout bounds a stalled registry.
 func (s *Service) Pull(ctx context.Context, ref string, creds *Credentials, snapshotter string) (string, error) {
-	name, err := Normalize(ref)
+	name, err := imageref.Normalize(ref)
 	if err != nil {
 		return "", err
 	}
@@ -301,8 +303,8 @@ func (s *Service) pull(ctx context.Context, name string, creds *Credentials, sna
 	// digest name keeps a pull-by-tag reachable by digest, the ID name keeps
 	// the image (untagged) when its tag moves to a newer one.
 	names := []string{name, info.ID}
-	if tag, _ := refKind(name); tag {
-		names = append(names, repoDigest(name, rec.Target.Digest))
+	if tag, _ := imageref.Kind(name); tag {
+		names = append(names, imageref.RepoDigest(name, rec.Target.Digest))
 	}
 	for _, n := range names[1:] {
 		if err := s.ensureRecord(ctx, n, rec.Target, labels); err != nil {

@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nodecri/nodecri/imageref"
 )
 
 // Image is one image as the CRI sees it: identified by its config digest,
@@ -28,7 +30,7 @@ type Image struct {
 func (i *Image) RepoTags() []string {
 	var out []string
 	for name := range i.Refs {
-		if tag, _ := refKind(name); tag {
+		if tag, _ := imageref.Kind(name); tag {
 			out = append(out, name)
 		}
 	}
@@ -41,12 +43,12 @@ func (i *Image) RepoTags() []string {
 func (i *Image) RepoDigests() []string {
 	set := map[string]struct{}{}
 	for name, target := range i.Refs {
-		tag, dg := refKind(name)
+		tag, dg := imageref.Kind(name)
 		switch {
 		case dg:
 			set[name] = struct{}{}
 		case tag:
-			if rd := repoDigest(name, target); rd != "" {
+			if rd := imageref.RepoDigest(name, target); rd != "" {
 				set[rd] = struct{}{}
 			}
 		}
@@ -133,12 +135,12 @@ func (s *Store) Resolve(ref string) (Image, error) {
 	if img, ok := s.byID["sha256:"+ref]; ok {
 		return img.clone(), nil
 	}
-	if name, err := Normalize(ref); err == nil {
+	if name, err := imageref.Normalize(ref); err == nil {
 		if id, ok := s.byRef[name]; ok {
 			return s.byID[id].clone(), nil
 		}
 	}
-	if IsIDPrefix(ref) {
+	if imageref.IsIDPrefix(ref) {
 		prefix := "sha256:" + strings.TrimPrefix(ref, "sha256:")
 		var found *Image
 		for id, img := range s.byID {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -19,13 +20,14 @@ import (
 	"github.com/containerd/plugin/registry"
 	metrics "github.com/docker/go-metrics"
 	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/config"
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/server"
@@ -91,7 +93,11 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 			log.G(ctx).WithError(err).Warn("CDI spec directories")
 		}
 	}
-	rts, err := runtimes.New(ctx, cfg, runtimes.ProbeBinary)
+	rtOpts, err := runtimeOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rts, err := runtimes.New(ctx, rtOpts, runtimes.ProbeBinary)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +130,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 
 	pipeline := events.New(client)
 	pipeline.Subscribe(ctx)
+	// Both managers tell of their transitions through one notifier, which
+	// reaches the CRI service once it is built.
+	notifier := &serviceNotifier{}
 	sandboxes := sandbox.NewManager(sandbox.Options{
 		Client:            client,
 		Runtimes:          rts,
@@ -137,6 +146,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		UnprivilegedPorts: cfg.EnableUnprivilegedPorts,
 		UnprivilegedICMP:  cfg.EnableUnprivilegedICMP,
 		Namespace:         config.Namespace,
+		Notifier:          notifier,
 	})
 
 	ctrs := containers.NewManager(containers.Options{
@@ -152,6 +162,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		RestrictOOM:    cfg.RestrictOOMScoreAdj,
 		Hugetlb:        spec.NewHugetlb(cfg.DisableHugetlbController, cfg.TolerateMissingHugetlbController, spec.HugetlbUsable),
 		Namespace:      config.Namespace,
+		Notifier:       notifier,
 	})
 	sandboxes.SetContainers(ctrs)
 	// Rebuild state from containerd's records before serving: the event
@@ -183,23 +194,6 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	})
 	go collector.Run(ctx)
 
-	svc := server.New(server.Options{
-		Config:            cfg,
-		Client:            client,
-		Runtimes:          rts,
-		CNI:               net,
-		FSInfo:            fsinfo,
-		Images:            imgs,
-		Sandboxes:         sandboxes,
-		Containers:        ctrs,
-		Stats:             collector,
-		RootDir:           rootDir,
-		StateDir:          stateDir,
-		ContainerdRootDir: filepath.Dir(rootDir),
-	})
-	// Lifecycle transitions become GetContainerEvents events from now on;
-	// no client could have subscribed to those of recovery.
-	sandboxes.SetNotifier(svc)
 	// Streaming (exec, attach, port-forward): listen now, so a bad address
 	// or a taken port fails the plugin; serve for the daemon's life.
 	st, err := streaming.New(streaming.Options{
@@ -208,7 +202,7 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		TLS:      cfg.EnableTLSStreaming,
 		CertFile: cfg.X509KeyPairStreaming.TLSCertFile,
 		KeyFile:  cfg.X509KeyPairStreaming.TLSKeyFile,
-	}, ctrs)
+	}, ctrs, sandboxes)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +211,27 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 			log.G(ctx).WithError(err).Error("streaming server stopped")
 		}
 	}()
-	svc.SetStreaming(st)
+
+	svc := server.New(server.Options{
+		Client:            client,
+		Runtimes:          rts,
+		CNI:               net,
+		FSInfo:            fsinfo,
+		Images:            imgs,
+		Sandboxes:         sandboxes,
+		Containers:        ctrs,
+		Stats:             collector,
+		Streaming:         st,
+		RootDir:           rootDir,
+		StateDir:          stateDir,
+		ContainerdRootDir: filepath.Dir(rootDir),
+		Namespace:         config.Namespace,
+		SandboxImage:      cfg.SandboxImage,
+		StatusConfig:      cfg,
+	})
+	// Lifecycle transitions become GetContainerEvents events from now on;
+	// no client could have subscribed to those of recovery.
+	notifier.connect(svc)
 	for _, h := range rts.All() {
 		log.G(ctx).WithFields(log.Fields{
 			"handler": h.Name, "type": h.Type, "snapshotter": h.Snapshotter,
@@ -234,6 +248,47 @@ type criPlugin struct{ svc *server.Service }
 func (p *criPlugin) Register(s *grpc.Server) error {
 	p.svc.Register(s)
 	return nil
+}
+
+// serviceNotifier is the managers' Notifier: it hands each transition to
+// the CRI service, which publishes it to GetContainerEvents. The managers
+// are built, and recover, before the service is; until connect, which the
+// plugin calls once the service is built, transitions go nowhere.
+type serviceNotifier struct {
+	svc atomic.Pointer[server.Service]
+}
+
+func (n *serviceNotifier) connect(svc *server.Service) { n.svc.Store(svc) }
+
+func (n *serviceNotifier) Notify(t runtimeapi.ContainerEventType, containerID string, sb *sandbox.Sandbox) {
+	if svc := n.svc.Load(); svc != nil {
+		svc.Notify(t, containerID, sb)
+	}
+}
+
+// runtimeOptions gives the runtimes package the configured handlers, each
+// handler's [options] table decoded into what its shim takes.
+func runtimeOptions(cfg *config.Config) (runtimes.Options, error) {
+	opts := runtimes.Options{
+		Handlers:    make(map[string]runtimes.Config, len(cfg.Containerd.Runtimes)),
+		Default:     cfg.Containerd.DefaultRuntimeName,
+		Snapshotter: cfg.Containerd.Snapshotter,
+	}
+	for name, r := range cfg.Containerd.Runtimes {
+		shimOpts, err := config.DecodeOptions(r.Type, r.Options)
+		if err != nil {
+			return runtimes.Options{}, fmt.Errorf("runtime %q: %w", name, err)
+		}
+		opts.Handlers[name] = runtimes.Config{
+			Type:                 r.Type,
+			Path:                 r.Path,
+			Snapshotter:          r.Snapshotter,
+			PodAnnotations:       r.PodAnnotations,
+			ContainerAnnotations: r.ContainerAnnotations,
+			Options:              shimOpts,
+		}
+	}
+	return opts, nil
 }
 
 // snapshotterRoot checks that every snapshotter the config names is loaded

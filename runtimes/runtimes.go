@@ -12,8 +12,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/nodecri/nodecri/plugin/config"
 )
 
 // Handler is one runtime handler, as a RuntimeClass names it.
@@ -57,12 +55,14 @@ func (h *Handler) SystemdCgroup() bool {
 	return false
 }
 
-// binary is the OCI runtime the shim runs, when we can know it.
+// binary is the OCI runtime the shim runs, when we can know it: only the
+// runc shim's options (which it, and only it, is always given) name one.
 func (h *Handler) binary() string {
-	if h.Type != config.RuncRuntimeType {
+	o, ok := h.Options.(*runcoptions.Options)
+	if !ok {
 		return ""
 	}
-	if o, ok := h.Options.(*runcoptions.Options); ok && o.BinaryName != "" {
+	if o.BinaryName != "" {
 		return o.BinaryName
 	}
 	return "runc"
@@ -77,20 +77,34 @@ type Set struct {
 // Prober reports an OCI runtime binary's features.
 type Prober func(ctx context.Context, binary string) Features
 
-// New builds the handlers from a validated config, probing each runtime's
-// features concurrently.
-func New(ctx context.Context, cfg *config.Config, probe Prober) (*Set, error) {
-	s := &Set{byName: map[string]*Handler{}, def: cfg.Containerd.DefaultRuntimeName}
+// Config is one configured handler, its shim options already decoded.
+type Config struct {
+	Type                 string
+	Path                 string
+	Snapshotter          string // "" for Options.Snapshotter
+	PodAnnotations       []string
+	ContainerAnnotations []string
+	Options              proto.Message
+}
+
+// Options are the configured handlers, from the plugin's configuration.
+type Options struct {
+	Handlers map[string]Config
+	// Default names the handler used when a request names none.
+	Default string
+	// Snapshotter is the snapshotter of a handler that names none.
+	Snapshotter string
+}
+
+// New builds the handlers, probing each runtime's features concurrently.
+func New(ctx context.Context, opts Options, probe Prober) (*Set, error) {
+	s := &Set{byName: map[string]*Handler{}, def: opts.Default}
 	type result struct {
 		h *Handler
 		f Features
 	}
-	results := make(chan result, len(cfg.Containerd.Runtimes))
-	for name, r := range cfg.Containerd.Runtimes {
-		opts, err := config.DecodeOptions(r.Type, r.Options)
-		if err != nil {
-			return nil, fmt.Errorf("runtime %q: %w", name, err)
-		}
+	results := make(chan result, len(opts.Handlers))
+	for name, r := range opts.Handlers {
 		h := &Handler{
 			Name:                 name,
 			Type:                 r.Type,
@@ -98,10 +112,10 @@ func New(ctx context.Context, cfg *config.Config, probe Prober) (*Set, error) {
 			Snapshotter:          r.Snapshotter,
 			PodAnnotations:       r.PodAnnotations,
 			ContainerAnnotations: r.ContainerAnnotations,
-			Options:              opts,
+			Options:              r.Options,
 		}
 		if h.Snapshotter == "" {
-			h.Snapshotter = cfg.Containerd.Snapshotter
+			h.Snapshotter = opts.Snapshotter
 		}
 		s.byName[name] = h
 		go func() {
@@ -112,7 +126,7 @@ func New(ctx context.Context, cfg *config.Config, probe Prober) (*Set, error) {
 			results <- result{h, f}
 		}()
 	}
-	for range cfg.Containerd.Runtimes {
+	for range opts.Handlers {
 		r := <-results
 		r.h.Features = r.f
 	}

@@ -5,9 +5,8 @@ import (
 	"os"
 	"testing"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
-
-	"github.com/nodecri/nodecri/plugin/config"
 )
 
 func load(t *testing.T, name string) Features {
@@ -40,12 +39,21 @@ func TestMissingBinaryHasNoFeatures(t *testing.T) {
 }
 
 func TestSet(t *testing.T) {
-	cfg := config.Default()
-	cfg.Containerd.Runtimes["crun"] = config.Runtime{Type: config.RuncRuntimeType, Snapshotter: "native",
-		Options: map[string]any{"BinaryName": "crun", "SystemdCgroup": true}}
+	opts := Options{Default: "runc", Snapshotter: "overlayfs", Handlers: map[string]Config{
+		"runc": {Type: "io.containerd.runc.v2", Options: &runcoptions.Options{}},
+		"crun": {Type: "io.containerd.runc.v2", Snapshotter: "native",
+			Options: &runcoptions.Options{BinaryName: "crun", SystemdCgroup: true}},
+		// Another shim's options name no OCI runtime binary to probe.
+		"kata": {Type: "io.containerd.kata.v2"},
+	}}
 	// Probes run concurrently, one per handler.
-	probe := func(_ context.Context, bin string) Features { return Features{UserNamespaces: bin == "crun"} }
-	s, err := New(context.Background(), cfg, probe)
+	probe := func(_ context.Context, bin string) Features {
+		if bin != "runc" && bin != "crun" {
+			t.Errorf("probed %q", bin)
+		}
+		return Features{UserNamespaces: bin == "crun"}
+	}
+	s, err := New(context.Background(), opts, probe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,10 +65,13 @@ func TestSet(t *testing.T) {
 	if err != nil || crun.Snapshotter != "native" || !crun.SystemdCgroup() || !crun.Features.UserNamespaces {
 		t.Errorf("crun handler = %+v, %v", crun, err)
 	}
-	if _, err := s.Get("kata"); !errdefs.IsInvalidArgument(err) {
+	if kata, err := s.Get("kata"); err != nil || kata.Snapshotter != "overlayfs" || kata.Features != (Features{}) {
+		t.Errorf("kata handler = %+v, %v", kata, err)
+	}
+	if _, err := s.Get("gvisor"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("unknown handler: %v, want InvalidArgument", err)
 	}
-	if n := len(s.All()); n != 2 {
+	if n := len(s.All()); n != 3 {
 		t.Errorf("All() has %d handlers", n)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,6 +61,8 @@ type Options struct {
 	UnprivilegedPorts bool
 	UnprivilegedICMP  bool
 	Namespace         string // containerd namespace, for work no request carries
+	// Notifier is told of the sandboxes' transitions; nil for none.
+	Notifier Notifier
 }
 
 // Manager creates, stops and removes sandboxes.
@@ -70,9 +71,6 @@ type Manager struct {
 	store      *Store
 	names      *names.Registry
 	containers Containers
-	// notifier is set while exits may already be handled (after
-	// recovery): atomic.
-	notifier atomic.Pointer[Notifier]
 }
 
 // Notifier is told of every lifecycle transition of a sandbox, or of a
@@ -84,13 +82,10 @@ type Notifier interface {
 	Notify(t runtimeapi.ContainerEventType, containerID string, sb *Sandbox)
 }
 
-// SetNotifier sets who is told of transitions from now on.
-func (m *Manager) SetNotifier(n Notifier) { m.notifier.Store(&n) }
-
-// Notify tells the notifier, if any, of a transition.
-func (m *Manager) Notify(t runtimeapi.ContainerEventType, containerID string, sb *Sandbox) {
-	if n := m.notifier.Load(); n != nil {
-		(*n).Notify(t, containerID, sb)
+// notify tells the notifier, if any, of a transition of sb.
+func (m *Manager) notify(t runtimeapi.ContainerEventType, sb *Sandbox) {
+	if m.Notifier != nil {
+		m.Notifier.Notify(t, sb.ID, sb)
 	}
 }
 
@@ -264,8 +259,8 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	}
 	failpoint.Hit(ctx, "sandbox.run.after-ready")
 	m.store.Add(sb)
-	m.Notify(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, sb)
-	m.Notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, id, sb)
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, sb)
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, sb)
 	phaseDuration.WithValues("total").UpdateSince(start)
 	return nil
 }
@@ -440,7 +435,7 @@ func (m *Manager) setNotReady(sb *Sandbox) {
 	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	sb.mu.Unlock()
 	if was == runtimeapi.PodSandboxState_SANDBOX_READY {
-		m.Notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb.ID, sb)
+		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb)
 	}
 }
 
@@ -571,7 +566,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	m.setNotReady(sb) // removed without a stop
 	m.store.Delete(sb.ID)
 	m.names.Release(sb.Name, sb.ID)
-	m.Notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb.ID, sb)
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb)
 	return nil
 }
 

@@ -53,7 +53,8 @@ func dropped(ctx context.Context, sub *events.Subscription) error {
 	return sub.Err()
 }
 
-// Notify publishes a transition (sandbox.Notifier) with the pod's status
+// Notify publishes a transition (a sandbox.Notifier: the plugin gives the
+// sandbox and container managers one that calls it) with the pod's status
 // and its containers' as PodSandboxStatus and ContainerStatus report them
 // now. The sandbox's own deletion carries its last status, so the kubelet
 // can tell which pod went. Built only when someone listens.

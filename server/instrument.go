@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/validate"
 )
 
@@ -31,8 +30,12 @@ var (
 // instrumented registers services with every method wrapped: validation,
 // error-to-status mapping, panic recovery and metrics, in one place. The
 // services are registered on containerd's own gRPC server, whose interceptor
-// chain we cannot extend, so the wrapping happens at registration.
-type instrumented struct{ grpc.ServiceRegistrar }
+// chain we cannot extend, so the wrapping happens at registration. Every
+// handler runs in the containerd namespace ns.
+type instrumented struct {
+	grpc.ServiceRegistrar
+	ns string
+}
 
 func (r instrumented) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	d := *desc
@@ -40,7 +43,7 @@ func (r instrumented) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	for i := range d.Methods {
 		orig := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, outer grpc.UnaryServerInterceptor) (any, error) {
-			return orig(srv, ctx, dec, chain(outer, unary))
+			return orig(srv, ctx, dec, chain(outer, r.unary))
 		}
 	}
 	d.Streams = slices.Clone(desc.Streams)
@@ -56,7 +59,7 @@ func (r instrumented) RegisterService(desc *grpc.ServiceDesc, impl any) {
 				err = toStatus(err)
 				record(name, err, start)
 			}()
-			return orig(srv, namespacedStream{ss})
+			return orig(srv, namespacedStream{ss, r.ns})
 		}
 	}
 	r.ServiceRegistrar.RegisterService(&d, impl)
@@ -74,7 +77,7 @@ func chain(outer, inner grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor
 	}
 }
 
-func unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+func (r instrumented) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	method := methodName(info.FullMethod)
 	defer func() {
@@ -95,7 +98,7 @@ func unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.Unar
 	if err := validate.Request(req); err != nil {
 		return nil, err
 	}
-	return h(namespaces.WithNamespace(ctx, config.Namespace), req)
+	return h(namespaces.WithNamespace(ctx, r.ns), req)
 }
 
 func record(method string, err error, start time.Time) {
@@ -136,12 +139,15 @@ func methodName(full string) string {
 	return full
 }
 
-// namespacedStream gives a streaming handler the CRI's namespace, and
+// namespacedStream gives a streaming handler the CRI's namespace ns, and
 // validates its request as the handler receives it, as unary calls are.
-type namespacedStream struct{ grpc.ServerStream }
+type namespacedStream struct {
+	grpc.ServerStream
+	ns string
+}
 
 func (s namespacedStream) Context() context.Context {
-	return namespaces.WithNamespace(s.ServerStream.Context(), config.Namespace)
+	return namespaces.WithNamespace(s.ServerStream.Context(), s.ns)
 }
 
 func (s namespacedStream) RecvMsg(m any) error {

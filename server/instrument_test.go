@@ -42,7 +42,7 @@ func (s *stub) UpdateRuntimeConfig(context.Context, *runtimeapi.UpdateRuntimeCon
 func serve(t *testing.T, impl *stub) runtimeapi.RuntimeServiceClient {
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(instrumented{srv}, impl)
+	runtimeapi.RegisterRuntimeServiceServer(instrumented{srv, "k8s.io"}, impl)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///buf",

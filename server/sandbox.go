@@ -52,7 +52,7 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 			"cniResult":      st.CNIResult,
 			"runtimeHandler": sb.Handler,
 			"config":         sb.Config,
-			"image":          s.Config.SandboxImage,
+			"image":          s.SandboxImage,
 		}
 		// The CRI's status has no field for them: where upstream puts them.
 		if st.Overhead != nil {

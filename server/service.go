@@ -15,15 +15,14 @@ import (
 	"github.com/nodecri/nodecri/containers"
 	"github.com/nodecri/nodecri/events"
 	"github.com/nodecri/nodecri/images"
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 	"github.com/nodecri/nodecri/sandbox"
 	"github.com/nodecri/nodecri/stats"
+	"github.com/nodecri/nodecri/streaming"
 )
 
 // Options are the service's dependencies, built by the plugin.
 type Options struct {
-	Config     *config.Config
 	Client     *containerd.Client
 	Runtimes   *runtimes.Set
 	CNI        *cni.Manager
@@ -32,10 +31,19 @@ type Options struct {
 	Sandboxes  *sandbox.Manager
 	Containers *containers.Manager
 	Stats      *stats.Collector
+	// Streaming serves what Exec, Attach and PortForward hand out URLs to.
+	Streaming *streaming.Server
 	// RootDir and StateDir are the plugin's own folders under containerd's.
 	RootDir, StateDir string
 	// ContainerdRootDir is containerd's root, for verbose status.
 	ContainerdRootDir string
+	// Namespace is the containerd namespace every handler runs in.
+	Namespace string
+	// SandboxImage is the pause image, shown in pod status and metrics.
+	SandboxImage string
+	// StatusConfig is the effective configuration, a JSON object that
+	// verbose Status shows (statusConfig).
+	StatusConfig any
 }
 
 // Service holds what both CRI services share.
@@ -46,7 +54,7 @@ type Service struct {
 	podCIDRs []string // from UpdateRuntimeConfig
 
 	// events carries GetContainerEvents; the managers feed it through
-	// Notify (events.go).
+	// their Notifier, which the plugin connects to Notify (events.go).
 	events *events.Broker
 }
 
@@ -67,7 +75,7 @@ type imageService struct {
 
 // Register serves both CRI services on s, instrumented and validated.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
-	ir := instrumented{r}
+	ir := instrumented{r, s.Namespace}
 	runtimeapi.RegisterRuntimeServiceServer(ir, &runtimeService{Service: s})
 	runtimeapi.RegisterImageServiceServer(ir, &imageService{Service: s})
 }

@@ -275,7 +275,7 @@ func (s *Service) podMetrics(ctx context.Context) ([]*runtimeapi.PodSandboxMetri
 	for _, p := range samples {
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.sb.ID}
 		if p.network != nil {
-			pm.Metrics = stats.PodMetrics(stats.Identity{ID: p.sb.ID, Name: p.sb.Name, Image: s.Config.SandboxImage}, *p.network)
+			pm.Metrics = stats.PodMetrics(stats.Identity{ID: p.sb.ID, Name: p.sb.Name, Image: s.SandboxImage}, *p.network)
 		}
 		for _, c := range p.containers {
 			ts, ok := p.tasks[c.ID]

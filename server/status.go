@@ -1,13 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/nodecri/nodecri/plugin/config"
 	"github.com/nodecri/nodecri/runtimes"
 )
 
@@ -63,10 +64,9 @@ func runtimeHandlers(set *runtimes.Set) []*runtimeapi.RuntimeHandler {
 	return out
 }
 
-// statusConfig is the effective configuration as Status shows it. critest
-// reads stateDir from it.
-type statusConfig struct {
-	*config.Config
+// statusExtras follow the configuration's own keys in the "config" object
+// of verbose Status. critest reads stateDir from it.
+type statusExtras struct {
 	ContainerdRootDir string                       `json:"containerdRootDir"`
 	RootDir           string                       `json:"rootDir"`
 	StateDir          string                       `json:"stateDir"`
@@ -82,8 +82,7 @@ func (s *Service) verboseInfo(netErr error) (map[string]string, error) {
 	for _, h := range s.Runtimes.All() {
 		feats[h.Name] = h.Features
 	}
-	cfg, err := json.Marshal(statusConfig{
-		Config:            s.Config,
+	cfg, err := statusConfig(s.StatusConfig, statusExtras{
 		ContainerdRootDir: s.ContainerdRootDir,
 		RootDir:           s.RootDir,
 		StateDir:          s.StateDir,
@@ -91,7 +90,7 @@ func (s *Service) verboseInfo(netErr error) (map[string]string, error) {
 		RuntimeFeatures:   feats,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("marshal config: %w", err)
+		return nil, err
 	}
 	cniCfg, err := json.Marshal(s.CNI.Config())
 	if err != nil {
@@ -106,4 +105,26 @@ func (s *Service) verboseInfo(netErr error) (map[string]string, error) {
 		"cniconfig":         string(cniCfg),
 		"lastCNILoadStatus": lastCNI,
 	}, nil
+}
+
+// statusConfig is the effective configuration as Status shows it: cfg's
+// members, then extras', in one object, as a struct embedding both would
+// marshal. A nil cfg adds nothing.
+func statusConfig(cfg any, extras statusExtras) ([]byte, error) {
+	a, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	b, err := json.Marshal(extras)
+	if err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	if bytes.Equal(a, []byte("null")) || bytes.Equal(a, []byte("{}")) {
+		return b, nil
+	}
+	if len(a) < 2 || a[0] != '{' || a[len(a)-1] != '}' {
+		return nil, errors.New("marshal config: the configuration is not a JSON object")
+	}
+	out := append(a[:len(a)-1:len(a)-1], ',')
+	return append(out, b[1:]...), nil
 }

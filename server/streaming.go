@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
@@ -12,20 +11,12 @@ import (
 	"github.com/nodecri/nodecri/streaming"
 )
 
-// streamServers holds each Service's streaming server, set by the plugin
-// once it listens. It is kept here rather than in Service so that the
-// streaming RPCs stay in this one file.
-var streamServers sync.Map // *Service → *streaming.Server
-
-// SetStreaming gives the service the streaming server whose URLs Exec,
-// Attach and PortForward hand out.
-func (s *Service) SetStreaming(st *streaming.Server) { streamServers.Store(s, st) }
-
+// streaming is the server whose URLs Exec, Attach and PortForward hand out.
 func (s *Service) streaming() (*streaming.Server, error) {
-	if st, ok := streamServers.Load(s); ok {
-		return st.(*streaming.Server), nil
+	if s.Streaming == nil {
+		return nil, fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
 	}
-	return nil, fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
+	return s.Streaming, nil
 }
 
 // runningContainer resolves id (or a unique prefix) to a running

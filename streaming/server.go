@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,10 +26,27 @@ import (
 	"github.com/containerd/log"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	cristreaming "k8s.io/cri-streaming/pkg/streaming"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 )
 
-// Runtime does the work behind a streaming URL; containers.Manager is one.
-type Runtime = cristreaming.Runtime
+// Containers does the work behind exec and attach URLs;
+// containers.Manager is one.
+type Containers interface {
+	Exec(ctx context.Context, containerID string, cmd []string, stdin io.Reader, stdout, stderr io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
+	Attach(ctx context.Context, containerID string, stdin io.Reader, stdout, stderr io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
+}
+
+// Pods does the work behind port-forward URLs, in the pod's network;
+// sandbox.Manager is one.
+type Pods interface {
+	PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error
+}
+
+// runtime is the one runtime cri-streaming calls, made of both.
+type runtime struct {
+	Containers
+	Pods
+}
 
 // Options are the server's settings, from the plugin's configuration.
 type Options struct {
@@ -57,7 +75,7 @@ type Server struct {
 // New listens on the configured address at once, so that a bad address or a
 // taken port fails the plugin's start, and the URLs handed out name the port
 // actually bound. Serving starts with Serve.
-func New(opts Options, rt Runtime) (*Server, error) {
+func New(opts Options, ctrs Containers, pods Pods) (*Server, error) {
 	host := opts.Address
 	if host == "" {
 		host = "127.0.0.1"
@@ -96,7 +114,7 @@ func New(opts Options, rt Runtime) (*Server, error) {
 	cfg.Addr = l.Addr().String()
 	cfg.BaseURL = base
 	cfg.TLSConfig = tlsCfg
-	lib, err := cristreaming.NewServer(cfg, rt)
+	lib, err := cristreaming.NewServer(cfg, runtime{ctrs, pods})
 	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)

@@ -30,7 +30,7 @@ func (noRuntime) PortForward(context.Context, string, int32, io.ReadWriteCloser)
 
 func serve(t *testing.T, opts Options) *Server {
 	t.Helper()
-	s, err := New(opts, noRuntime{})
+	s, err := New(opts, noRuntime{}, noRuntime{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +98,10 @@ func TestSelfSignedTLS(t *testing.T) {
 }
 
 func TestBadAddressFails(t *testing.T) {
-	if _, err := New(Options{Address: "192.0.2.1", Port: "0"}, noRuntime{}); err == nil {
+	if _, err := New(Options{Address: "192.0.2.1", Port: "0"}, noRuntime{}, noRuntime{}); err == nil {
 		t.Error("listening on an address the node does not have succeeded")
 	}
-	if _, err := New(Options{TLS: true, CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, noRuntime{}); err == nil {
+	if _, err := New(Options{TLS: true, CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, noRuntime{}, noRuntime{}); err == nil {
 		t.Error("missing certificate files accepted")
 	}
 }

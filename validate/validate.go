@@ -13,7 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/nodecri/nodecri/images"
+	"github.com/nodecri/nodecri/imageref"
 )
 
 // Request checks the fields of a CRI request that handlers rely on. Requests
@@ -255,10 +255,10 @@ func imageRef(field, ref string, idOK bool) error {
 	if len(ref) > 4096 {
 		return Errorf("%s is longer than 4096 characters", field)
 	}
-	if idOK && images.IsIDPrefix(ref) {
+	if idOK && imageref.IsIDPrefix(ref) {
 		return nil
 	}
-	if _, err := images.Normalize(ref); err != nil {
+	if _, err := imageref.Normalize(ref); err != nil {
 		return err
 	}
 	return nil

@@ -1,4 +1,6 @@
-package images
+// Package imageref parses image references and IDs as the CRI gives them:
+// the one parser that request validation and the image service share.
+package imageref
 
 import (
 	"fmt"
@@ -29,17 +31,17 @@ func Normalize(ref string) (string, error) {
 	return named.String(), nil
 }
 
-// isID tells whether s is an image ID: "sha256:<64 hex>".
-func isID(s string) bool {
+// IsID tells whether s is an image ID: "sha256:<64 hex>".
+func IsID(s string) bool {
 	d, err := digest.Parse(s)
 	return err == nil && d.Algorithm() == digest.SHA256
 }
 
-// refKind classifies a stored image name for the CRI's repo tags and digests.
+// Kind classifies a stored image name for the CRI's repo tags and digests.
 // Names that are image IDs (kept so an untagged image is still referenced)
 // are neither.
-func refKind(name string) (tag, dgst bool) {
-	if isID(name) {
+func Kind(name string) (tag, dgst bool) {
+	if IsID(name) {
 		return false, false
 	}
 	named, err := reference.ParseNormalizedNamed(name)
@@ -55,8 +57,9 @@ func refKind(name string) (tag, dgst bool) {
 	return false, false
 }
 
-// repoDigest is name's repository at the given manifest digest.
-func repoDigest(name string, d digest.Digest) string {
+// RepoDigest is name's repository at the given manifest digest; "" when
+// name does not parse.
+func RepoDigest(name string, d digest.Digest) string {
 	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil {
 		return ""
