@@ -9,13 +9,13 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/logs"
+	"github.com/nodecri/nodecri/store"
 )
 
 // Reasons a container ended, as the kubelet reads them.
@@ -118,75 +118,19 @@ func Name(c *runtimeapi.ContainerMetadata, s *runtimeapi.PodSandboxMetadata) str
 	return strings.Join([]string{c.GetName(), s.GetName(), s.GetNamespace(), s.GetUid(), fmt.Sprint(c.GetAttempt())}, "_")
 }
 
-// Store indexes containers by ID and by sandbox.
-type Store struct {
-	mu        sync.RWMutex
-	byID      map[string]*Container
-	bySandbox map[string]map[string]*Container
-}
+// Store indexes containers by ID, unique ID prefix and sandbox.
+type Store struct{ *store.Store[*Container] }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{byID: map[string]*Container{}, bySandbox: map[string]map[string]*Container{}}
+	return &Store{store.New("container", func(c *Container) string { return c.ID }, func(c *Container) string { return c.SandboxID })}
 }
 
-// Add files a container.
-func (st *Store) Add(c *Container) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.byID[c.ID] = c
-	if st.bySandbox[c.SandboxID] == nil {
-		st.bySandbox[c.SandboxID] = map[string]*Container{}
-	}
-	st.bySandbox[c.SandboxID][c.ID] = c
-}
-
-// Delete forgets a container.
-func (st *Store) Delete(c *Container) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	delete(st.byID, c.ID)
-	if m := st.bySandbox[c.SandboxID]; m != nil {
-		delete(m, c.ID)
-		if len(m) == 0 {
-			delete(st.bySandbox, c.SandboxID)
-		}
-	}
-}
-
-// Get finds a container by its full ID or a unique prefix.
-func (st *Store) Get(id string) (*Container, error) {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	if c, ok := st.byID[id]; ok {
-		return c, nil
-	}
-	var found *Container
-	for full, c := range st.byID {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("container ID prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
-}
-
-// List returns every container, or those of one sandbox.
+// List returns every container, or with a sandbox ID those of that
+// sandbox.
 func (st *Store) List(sandboxID string) []*Container {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	src := st.byID
-	if sandboxID != "" {
-		src = st.bySandbox[sandboxID]
+	if sandboxID == "" {
+		return st.Store.List()
 	}
-	out := make([]*Container, 0, len(src))
-	for _, c := range src {
-		out = append(out, c)
-	}
-	return out
+	return st.ListGroup(sandboxID)
 }

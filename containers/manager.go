@@ -597,7 +597,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	failpoint.Hit(ctx, "container.remove.after-image-volumes")
-	m.store.Delete(c)
+	m.store.Delete(c.ID)
 	m.names.Release(c.Name, c.ID)
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	return nil

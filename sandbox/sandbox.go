@@ -9,11 +9,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/store"
 )
 
 // Network setup progress, recorded before each step so that a restarted
@@ -133,58 +134,10 @@ func Name(m *runtimeapi.PodSandboxMetadata) string {
 	return strings.Join([]string{m.GetName(), m.GetNamespace(), m.GetUid(), fmt.Sprint(m.GetAttempt())}, "_")
 }
 
-// Store indexes sandboxes by ID.
-type Store struct {
-	mu   sync.RWMutex
-	byID map[string]*Sandbox
-}
+// Store indexes sandboxes by ID and unique ID prefix.
+type Store = store.Store[*Sandbox]
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{byID: map[string]*Sandbox{}} }
-
-// Add files a sandbox.
-func (st *Store) Add(s *Sandbox) {
-	st.mu.Lock()
-	st.byID[s.ID] = s
-	st.mu.Unlock()
-}
-
-// Delete forgets a sandbox.
-func (st *Store) Delete(id string) {
-	st.mu.Lock()
-	delete(st.byID, id)
-	st.mu.Unlock()
-}
-
-// Get finds a sandbox by its full ID or a unique prefix of it.
-func (st *Store) Get(id string) (*Sandbox, error) {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	if s, ok := st.byID[id]; ok {
-		return s, nil
-	}
-	var found *Sandbox
-	for full, s := range st.byID {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("sandbox ID prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = s
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
-}
-
-// List returns every sandbox.
-func (st *Store) List() []*Sandbox {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	out := make([]*Sandbox, 0, len(st.byID))
-	for _, s := range st.byID {
-		out = append(out, s)
-	}
-	return out
+func NewStore() *Store {
+	return store.New("sandbox", func(s *Sandbox) string { return s.ID }, nil)
 }
