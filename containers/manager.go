@@ -90,7 +90,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	st := sb.Status()
-	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if st.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return "", fmt.Errorf("sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	h, err := m.Runtimes.Get(sb.Handler)
@@ -273,7 +273,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("container %s is %s, not created: %w", c.ID, stateName(st.State), errdefs.ErrFailedPrecondition)
 	}
 	sb, err := m.Sandboxes.Store().Get(c.SandboxID)
-	if err != nil || sb.Status().State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if err != nil || sb.Status().State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return fmt.Errorf("sandbox %s of container %s is not ready: %w", c.SandboxID, c.ID, errdefs.ErrFailedPrecondition)
 	}
 	defer opDurations.WithValues("start", sb.Handler).UpdateSince(time.Now())

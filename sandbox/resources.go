@@ -20,15 +20,15 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, overhead, reso
 	// order the state changed.
 	sb.opMu.Lock()
 	defer sb.opMu.Unlock()
-	sb.mu.Lock()
-	if overhead != nil {
-		sb.overhead = proto.Clone(overhead).(*runtimeapi.LinuxContainerResources)
-	}
-	if resources != nil {
-		sb.resources = proto.Clone(resources).(*runtimeapi.LinuxContainerResources)
-	}
-	sb.mu.Unlock()
-	return m.persist(ctx, sb)
+	return m.update(ctx, sb, func(st *Status) error {
+		if overhead != nil {
+			st.Overhead = proto.Clone(overhead).(*runtimeapi.LinuxContainerResources)
+		}
+		if resources != nil {
+			st.Resources = proto.Clone(resources).(*runtimeapi.LinuxContainerResources)
+		}
+		return nil
+	})
 }
 
 func unmarshalResources(b []byte) (*runtimeapi.LinuxContainerResources, error) {
