@@ -191,10 +191,9 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 			return fmt.Errorf("apply new resources: %w", err)
 		}
 	}
-	c.mu.Lock()
-	c.status.Resources = merged
-	c.mu.Unlock()
-	return nil
+	// Not recorded in the extension (the spec holds them): nothing is
+	// written.
+	return m.update(ctx, c, func(st *Status) error { st.Resources = merged; return nil })
 }
 
 func setSpec(rec *corecontainers.Container, sp *specs.Spec) error {

@@ -329,7 +329,11 @@ func (m *Manager) update(ctx context.Context, sb *Sandbox, fn func(*Status) erro
 }
 
 // persist writes the sandbox's metadata to its pause container's record.
+// What it records has happened: it is written even when the caller has
+// gone.
 func (m *Manager) persist(ctx context.Context, sb *Sandbox, meta *Metadata) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	c, err := m.Client.LoadContainer(ctx, sb.ID)
 	if err != nil {
 		return fmt.Errorf("load sandbox record: %w", err)
