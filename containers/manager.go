@@ -147,6 +147,13 @@ func (m *Manager) pidTarget(sandboxID string, ns *runtimeapi.NamespaceOption) (u
 }
 
 func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid, targetPid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
+	// Until the container is in the store (or cleaned up), the sandbox
+	// is not removed: its removal would miss the container.
+	release, err := sb.HoldForCreate()
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Before any work: a refused limit fails the create with nothing made.
 	hugepages, err := m.Hugetlb.Limits(ctx, cfg.GetLinux().GetResources().GetHugepageLimits())
 	if err != nil {

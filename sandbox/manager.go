@@ -410,9 +410,23 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return nil // removed meanwhile
+	}
 	defer sb.opMu.Unlock()
 	return m.stop(ctx, sb)
+}
+
+// lockOp takes sb's operation lock, unless a RemovePodSandbox that held it
+// first removed the sandbox: the caller found it before that, and must act
+// as if it had come after.
+func (m *Manager) lockOp(sb *Sandbox) bool {
+	sb.opMu.Lock()
+	if cur, err := m.store.Get(sb.ID); err != nil || cur != sb {
+		sb.opMu.Unlock()
+		return false
+	}
+	return true
 }
 
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
@@ -573,8 +587,14 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return nil // removed meanwhile
+	}
 	defer sb.opMu.Unlock()
+	// Creates under way finish first, and none starts: the pod's
+	// containers are all in the store for RemoveAll.
+	sb.createMu.Lock()
+	defer sb.createMu.Unlock()
 	if m.containers != nil {
 		if err := m.containers.RemoveAll(ctx, sb.ID); err != nil {
 			return fmt.Errorf("remove the pod's containers: %w", err)

@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -18,7 +20,9 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, overhead, reso
 	}
 	// Serialised with Stop and Remove, so that records are written in the
 	// order the state changed.
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
 	defer sb.opMu.Unlock()
 	return m.update(ctx, sb, func(st *Status) error {
 		if overhead != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/proto"
@@ -133,6 +134,19 @@ type Status struct {
 	// Overhead and Resources are what UpdatePodSandboxResources last
 	// recorded (nil before).
 	Overhead, Resources *runtimeapi.LinuxContainerResources
+}
+
+// HoldForCreate holds the sandbox against removal while a container is
+// made in it: a RemovePodSandbox waits until release is called, so its
+// removal of the pod's containers sees the new one. It fails, holding
+// nothing, unless the sandbox is ready, as it is not once removed.
+func (s *Sandbox) HoldForCreate() (release func(), err error) {
+	s.createMu.RLock()
+	if st := s.Status(); st.Phase != PhaseReady {
+		s.createMu.RUnlock()
+		return nil, fmt.Errorf("sandbox %s is not ready: %w", s.ID, errdefs.ErrFailedPrecondition)
+	}
+	return s.createMu.RUnlock, nil
 }
 
 // State is the CRI's view of the phase: only a ready sandbox is ready.
