@@ -501,14 +501,8 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 	}
 	if task != nil {
 		// A task recovered after it exited has no IO attached.
-		if tio := task.IO(); tio != nil {
-			drained := make(chan struct{})
-			go func() { tio.Wait(); close(drained) }()
-			select {
-			case <-drained:
-			case <-time.After(ioDrainTimeout):
-				tio.Close()
-			}
+		if tio := task.IO(); tio != nil && !waitIO(tio) {
+			tio.Close()
 		}
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("container", c.ID).Warn("deleting exited task")
