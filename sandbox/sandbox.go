@@ -195,11 +195,15 @@ func (s *Sandbox) update(ctx context.Context, write recordWriter, fn func(*Statu
 	if err := fn(&next); err != nil {
 		return err
 	}
-	oldMeta, err := s.metadata(old)
+	cfg, err := marshalConfig(s.Config)
 	if err != nil {
 		return err
 	}
-	meta, err := s.metadata(next)
+	oldMeta, err := s.record(cfg, old)
+	if err != nil {
+		return err
+	}
+	meta, err := s.record(cfg, next)
 	if err != nil {
 		return err
 	}
@@ -234,6 +238,14 @@ func (s *Sandbox) metadata(st Status) (*Metadata, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.record(cfg, st)
+}
+
+// record is metadata with the config already encoded. Its status part is
+// encoded deterministically (map keys in order), so that equal statuses
+// read as equal records.
+func (s *Sandbox) record(cfg []byte, st Status) (*Metadata, error) {
+	var err error
 	m := &Metadata{Version: 1, ID: s.ID, Name: s.Name, Config: cfg, Handler: s.Handler, CreatedAt: s.CreatedAt,
 		NetNSPath: st.NetNSPath, Network: st.Network(), IPs: st.IPs,
 		Stopped: st.Phase == PhaseStopped, Creating: st.Phase == PhaseCreating}
@@ -242,10 +254,11 @@ func (s *Sandbox) metadata(st Status) (*Metadata, error) {
 			return nil, err
 		}
 	}
-	if m.Overhead, err = proto.Marshal(st.Overhead); err != nil {
+	det := proto.MarshalOptions{Deterministic: true}
+	if m.Overhead, err = det.Marshal(st.Overhead); err != nil {
 		return nil, err
 	}
-	if m.Resources, err = proto.Marshal(st.Resources); err != nil {
+	if m.Resources, err = det.Marshal(st.Resources); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -104,3 +104,24 @@ func TestRecordFormat(t *testing.T) {
 		}
 	}
 }
+
+// Resources with several unified entries (a map) still read as the same
+// record: a change the record does not show must not write (the record of
+// a sandbox being removed is gone).
+func TestUpdateSameResourcesWriteNothing(t *testing.T) {
+	r := &runtimeapi.LinuxContainerResources{Unified: map[string]string{}}
+	for i := range 20 {
+		r.Unified[string(rune('a'+i))+".max"] = "1"
+	}
+	sb := testSandbox(Status{Phase: PhaseReady, NetNSPath: "/n", Resources: r, Overhead: r})
+	sb.Config.Labels = map[string]string{"a": "1", "b": "2", "c": "3", "d": "4"}
+	failing := func(context.Context, *Sandbox, *Metadata) error { return errors.New("no write expected") }
+	for range 20 {
+		if err := sb.update(context.Background(), failing, func(st *Status) error { st.Phase = PhaseExited; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.update(context.Background(), failing, func(st *Status) error { st.Phase = PhaseReady; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
