@@ -95,14 +95,15 @@ type Container struct {
 	mu     sync.Mutex
 	status Status
 
-	// The handles of the container's task, for the status to act on.
+	// The handles of the container's current task, beside the status
+	// (they are not state: the status says what the task is doing).
 	log     *logs.File
 	started chan struct{}   // closed once Start has recorded its outcome
 	exited  chan struct{}   // closed once the task's exit is recorded
 	exiting bool            // an exit is being handled: containerd may report one twice
 	task    containerd.Task // while running
 	// attach is the output fan-out and stdin pipe of the task start()
-	// made; nil for a task it did not make (see stream.go).
+	// made; nil for a task it did not make (see attach.go).
 	attach *attachIO
 }
 

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -124,4 +126,36 @@ func TestUpdateSameResourcesWriteNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A create holds the sandbox: the exclusive side (RemovePodSandbox) waits
+// for it, and a sandbox that is not ready is not held.
+func TestHoldForCreate(t *testing.T) {
+	sb := testSandbox(Status{Phase: PhaseReady})
+	release, err := sb.HoldForCreate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := make(chan struct{})
+	go func() {
+		sb.createMu.Lock()
+		sb.mu.Lock()
+		sb.status.Phase = PhaseExited // as RemovePodSandbox leaves it
+		sb.mu.Unlock()
+		sb.createMu.Unlock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+		t.Fatal("removal did not wait for the create")
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	<-locked
+	if _, err := sb.HoldForCreate(); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("hold of a removed sandbox: %v, want FailedPrecondition", err)
+	}
+	// Nothing is held after a refusal: removal goes through.
+	sb.createMu.Lock()
+	sb.createMu.Unlock()
 }
