@@ -3,19 +3,22 @@
 package containers
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/logs"
+	"github.com/nodecri/nodecri/store"
 )
 
 // Reasons a container ended, as the kubelet reads them.
@@ -62,6 +65,12 @@ type Status struct {
 	Message    string                    `json:"message,omitempty"`
 	// Resources are the last applied by UpdateContainerResources.
 	Resources *runtimeapi.LinuxContainerResources `json:"-"`
+	// OOMKilled: the kernel OOM-killed a process of the container, so its
+	// exit reads OOMKilled.
+	OOMKilled bool `json:"-"`
+	// ExitUnknown: recovery found the task gone without an exit; a late
+	// exit or delete event from the shim may still tell the real code.
+	ExitUnknown bool `json:"-"`
 }
 
 // Container is one container.
@@ -79,19 +88,22 @@ type Container struct {
 
 	opMu sync.Mutex // serialises Start, Stop and Remove
 
+	// updMu serialises update, so records are written in the order the
+	// status changes; mu guards status and the task's handles below for
+	// readers, who never wait for a write.
+	updMu  sync.Mutex
 	mu     sync.Mutex
 	status Status
-	oom    bool
-	// exitUnknown: recovery found the task gone without an exit; a late
-	// exit or delete event from the shim may still tell the real code.
-	exitUnknown bool
-	log         *logs.File
-	started     chan struct{}   // closed once Start has recorded its outcome
-	exited      chan struct{}   // closed once the task's exit is recorded
-	exiting     bool            // an exit is being handled: containerd may report one twice
-	task        containerd.Task // while running
+
+	// The handles of the container's current task, beside the status
+	// (they are not state: the status says what the task is doing).
+	log     *logs.File
+	started chan struct{}   // closed once Start has recorded its outcome
+	exited  chan struct{}   // closed once the task's exit is recorded
+	exiting bool            // an exit is being handled: containerd may report one twice
+	task    containerd.Task // while running
 	// attach is the output fan-out and stdin pipe of the task start()
-	// made; nil for a task it did not make (see stream.go).
+	// made; nil for a task it did not make (see attach.go).
 	attach *attachIO
 }
 
@@ -102,91 +114,76 @@ func (c *Container) Status() Status {
 	return c.status
 }
 
-func (c *Container) metadata() (*Metadata, error) {
+// metadata is the container's record with status st.
+func (c *Container) metadata(st Status) (*Metadata, error) {
 	cfg, err := proto.Marshal(c.Config)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	return &Metadata{Version: 1, ID: c.ID, Name: c.Name, SandboxID: c.SandboxID, Config: cfg, ImageID: c.ImageID,
-		ImageRef: c.ImageRef, LogPath: c.LogPath, StopSignal: c.StopSignal, CreatedAt: c.CreatedAt, Status: c.status}, nil
+		ImageRef: c.ImageRef, LogPath: c.LogPath, StopSignal: c.StopSignal, CreatedAt: c.CreatedAt, Status: st}, nil
 }
+
+// recordWriter writes meta to the container's containerd record.
+type recordWriter func(ctx context.Context, c *Container, meta *Metadata) error
+
+// update is the one way the status changes once the container has a
+// record: fn edits a copy, the copy is written to the record when the
+// record would read differently, and only then does it become the status.
+// A failed fn or write leaves the status as it was and is returned.
+func (c *Container) update(ctx context.Context, write recordWriter, fn func(*Status) error) error {
+	c.updMu.Lock()
+	defer c.updMu.Unlock()
+	old := c.Status()
+	next := old
+	if err := fn(&next); err != nil {
+		return err
+	}
+	a, err := json.Marshal(old)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(a, b) {
+		meta, err := c.metadata(next)
+		if err != nil {
+			return err
+		}
+		if err := write(ctx, c, meta); err != nil {
+			return fmt.Errorf("record container %s %s: %w", c.ID, stateName(next.State), err)
+		}
+	}
+	c.mu.Lock()
+	c.status = next
+	c.mu.Unlock()
+	return nil
+}
+
+// inMemory is the writer of a status the record cannot take (see
+// Manager.recordFact).
+func inMemory(context.Context, *Container, *Metadata) error { return nil }
 
 // Name is the CRI's unique container name within the node.
 func Name(c *runtimeapi.ContainerMetadata, s *runtimeapi.PodSandboxMetadata) string {
 	return strings.Join([]string{c.GetName(), s.GetName(), s.GetNamespace(), s.GetUid(), fmt.Sprint(c.GetAttempt())}, "_")
 }
 
-// Store indexes containers by ID and by sandbox.
-type Store struct {
-	mu        sync.RWMutex
-	byID      map[string]*Container
-	bySandbox map[string]map[string]*Container
-}
+// Store indexes containers by ID, unique ID prefix and sandbox.
+type Store struct{ *store.Store[*Container] }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{byID: map[string]*Container{}, bySandbox: map[string]map[string]*Container{}}
+	return &Store{store.New("container", func(c *Container) string { return c.ID }, func(c *Container) string { return c.SandboxID })}
 }
 
-// Add files a container.
-func (st *Store) Add(c *Container) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.byID[c.ID] = c
-	if st.bySandbox[c.SandboxID] == nil {
-		st.bySandbox[c.SandboxID] = map[string]*Container{}
-	}
-	st.bySandbox[c.SandboxID][c.ID] = c
-}
-
-// Delete forgets a container.
-func (st *Store) Delete(c *Container) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	delete(st.byID, c.ID)
-	if m := st.bySandbox[c.SandboxID]; m != nil {
-		delete(m, c.ID)
-		if len(m) == 0 {
-			delete(st.bySandbox, c.SandboxID)
-		}
-	}
-}
-
-// Get finds a container by its full ID or a unique prefix.
-func (st *Store) Get(id string) (*Container, error) {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	if c, ok := st.byID[id]; ok {
-		return c, nil
-	}
-	var found *Container
-	for full, c := range st.byID {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("container ID prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
-}
-
-// List returns every container, or those of one sandbox.
+// List returns every container, or with a sandbox ID those of that
+// sandbox.
 func (st *Store) List(sandboxID string) []*Container {
-	st.mu.RLock()
-	defer st.mu.RUnlock()
-	src := st.byID
-	if sandboxID != "" {
-		src = st.bySandbox[sandboxID]
+	if sandboxID == "" {
+		return st.Store.List()
 	}
-	out := make([]*Container, 0, len(src))
-	for _, c := range src {
-		out = append(out, c)
-	}
-	return out
+	return st.ListGroup(sandboxID)
 }

@@ -3,6 +3,7 @@ package containers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -69,6 +70,34 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if state != runtimeapi.ContainerState_CONTAINER_RUNNING || task == nil {
 		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	pspec, err := m.execSpec(ctx, c, cmd, false)
+	if err != nil {
+		return nil, err
+	}
+	stdout, stderr := &capped{max: maxExecOutput}, &capped{max: maxExecOutput}
+	e, err := m.startExec(ctx, c, task, pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), m.fifos()))
+	if err != nil {
+		return nil, err
+	}
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	st, err := e.wait(ctx, deadline)
+	if errors.Is(err, errExecTimeout) {
+		return nil, fmt.Errorf("command %q timed out after %s: %w", cmd, timeout, context.DeadlineExceeded)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
+}
+
+// execSpec is the process spec of cmd run in c: its main process's, with
+// cmd's arguments and terminal.
+func (m *Manager) execSpec(ctx context.Context, c *Container, cmd []string, tty bool) (*specs.Process, error) {
 	container, err := m.Client.LoadContainer(ctx, c.ID)
 	if err != nil {
 		return nil, err
@@ -79,12 +108,26 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	pspec := *sp.Process
 	pspec.Args = cmd
-	pspec.Terminal = false
+	pspec.Terminal = tty
 	pspec.ConsoleSize = nil
+	return &pspec, nil
+}
 
-	stdout, stderr := &capped{max: maxExecOutput}, &capped{max: maxExecOutput}
-	execID := newID()[:32]
-	process, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), m.fifos()))
+// execProcess is an exec process started in a container: the one start, wait and
+// drain of ExecSync and the streaming Exec.
+type execProcess struct {
+	m       *Manager
+	c       *Container
+	process containerd.Process
+	exitCh  <-chan containerd.ExitStatus
+}
+
+// errExecTimeout: the exec outlived its deadline and was killed.
+var errExecTimeout = errors.New("exec timed out")
+
+// startExec starts pspec in task with the IO ioc makes.
+func (m *Manager) startExec(ctx context.Context, c *Container, task containerd.Task, pspec *specs.Process, ioc cio.Creator) (*execProcess, error) {
+	process, err := task.Exec(ctx, newID()[:32], pspec, ioc)
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", c.ID, err)
 	}
@@ -97,32 +140,42 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		m.cleanupExec(process)
 		return nil, fmt.Errorf("start exec in %s: %w", c.ID, err)
 	}
-	var deadline <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		deadline = t.C
-	}
+	return &execProcess{m: m, c: c, process: process, exitCh: exitCh}, nil
+}
+
+// wait returns the exec's exit once its output is read, then deletes it.
+// At deadline (nil: none) it kills it and returns errExecTimeout, when
+// ctx ends ctx's error.
+func (e *execProcess) wait(ctx context.Context, deadline <-chan time.Time) (containerd.ExitStatus, error) {
 	select {
-	case st := <-exitCh:
+	case st := <-e.exitCh:
 		// Output written before the exit is read; a child still holding
 		// the pipe does not keep the call.
-		drained := make(chan struct{})
-		go func() { process.IO().Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(ioDrainTimeout):
-		}
-		m.cleanupExec(process)
-		return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
+		waitIO(e.process.IO())
+		e.m.cleanupExec(e.process)
+		return st, nil
 	case <-deadline:
-		process.Kill(ctx, syscall.SIGKILL)
-		m.cleanupExec(process)
-		return nil, fmt.Errorf("command %q timed out after %s: %w", cmd, timeout, context.DeadlineExceeded)
+		e.process.Kill(ctx, syscall.SIGKILL)
+		e.m.cleanupExec(e.process)
+		return containerd.ExitStatus{}, errExecTimeout
 	case <-ctx.Done():
-		process.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		m.cleanupExec(process)
-		return nil, ctx.Err()
+		e.process.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
+		e.m.cleanupExec(e.process)
+		return containerd.ExitStatus{}, ctx.Err()
+	}
+}
+
+// waitIO waits for a finished process's output to be copied, at most
+// ioDrainTimeout: a background child can hold the pipe open forever. It
+// says whether the output ended.
+func waitIO(tio cio.IO) bool {
+	drained := make(chan struct{})
+	go func() { tio.Wait(); close(drained) }()
+	select {
+	case <-drained:
+		return true
+	case <-time.After(ioDrainTimeout):
+		return false
 	}
 }
 
@@ -191,10 +244,9 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 			return fmt.Errorf("apply new resources: %w", err)
 		}
 	}
-	c.mu.Lock()
-	c.status.Resources = merged
-	c.mu.Unlock()
-	return nil
+	// Not recorded in the extension (the spec holds them): nothing is
+	// written.
+	return m.update(ctx, c, func(st *Status) error { st.Resources = merged; return nil })
 }
 
 func setSpec(rec *corecontainers.Container, sp *specs.Spec) error {

@@ -92,7 +92,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	st := sb.Status()
-	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if st.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return "", fmt.Errorf("sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	h, err := m.Runtimes.Get(sb.Handler)
@@ -149,6 +149,13 @@ func (m *Manager) pidTarget(sandboxID string, ns *runtimeapi.NamespaceOption) (u
 }
 
 func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandbox, pausePid, targetPid uint32, h *runtimes.Handler, img *images.Image, cfg *runtimeapi.ContainerConfig) (retErr error) {
+	// Until the container is in the store (or cleaned up), the sandbox
+	// is not removed: its removal would miss the container.
+	release, err := sb.HoldForCreate()
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Before any work: a refused limit fails the create with nothing made.
 	hugepages, err := m.Hugetlb.Limits(ctx, cfg.GetLinux().GetResources().GetHugepageLimits())
 	if err != nil {
@@ -199,7 +206,7 @@ func (m *Manager) create(ctx context.Context, id, name string, sb *sandbox.Sandb
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	meta, err := c.metadata()
+	meta, err := c.metadata(c.status)
 	if err != nil {
 		return err
 	}
@@ -279,25 +286,29 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("container %s is %s, not created: %w", c.ID, stateName(st.State), errdefs.ErrFailedPrecondition)
 	}
 	sb, err := m.Sandboxes.Store().Get(c.SandboxID)
-	if err != nil || sb.Status().State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if err != nil || sb.Status().State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return fmt.Errorf("sandbox %s of container %s is not ready: %w", c.SandboxID, c.ID, errdefs.ErrFailedPrecondition)
 	}
 	defer opDurations.WithValues("start", sb.Handler).UpdateSince(time.Now())
 	if err := m.start(ctx, c, sb); err != nil {
-		c.mu.Lock()
-		c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
-		c.status.FinishedAt = time.Now()
-		c.status.ExitCode = startErrorExitCode
-		c.status.Reason = ReasonStartError
-		c.status.Message = err.Error()
-		c.mu.Unlock()
-		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
-		if perr := m.persist(ctx, c); perr != nil {
-			log.G(ctx).WithError(perr).WithField("container", c.ID).Warn("recording a failed start")
+		now := time.Now()
+		uerr := m.update(ctx, c, func(st *Status) error {
+			st.State = runtimeapi.ContainerState_CONTAINER_EXITED
+			st.FinishedAt = now
+			st.ExitCode = startErrorExitCode
+			st.Reason = ReasonStartError
+			st.Message = err.Error()
+			return nil
+		})
+		if uerr != nil {
+			// Still created, as its record says (its task is gone): a
+			// retry of StartContainer may start it.
+			return fmt.Errorf("%w (and recording the failed start: %v)", err, uerr)
 		}
+		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 		return err
 	}
-	return m.persist(ctx, c)
+	return nil
 }
 
 func (m *Manager) start(ctx context.Context, c *Container, sb *sandbox.Sandbox) error {
@@ -337,13 +348,30 @@ func (m *Manager) start(ctx context.Context, c *Container, sb *sandbox.Sandbox) 
 		m.closeLog(c)
 		return fmt.Errorf("start task: %w", err)
 	}
+	failpoint.Hit(ctx, "container.start.after-task-start")
+	// The handle first: whoever sees the container running finds its task.
 	c.mu.Lock()
-	c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
-	c.status.StartedAt = startedAt
-	c.status.Pid = task.Pid()
 	c.task = task
 	c.mu.Unlock()
-	failpoint.Hit(ctx, "container.start.after-task-start")
+	err = m.update(ctx, c, func(st *Status) error {
+		st.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+		st.StartedAt = startedAt
+		st.Pid = task.Pid()
+		return nil
+	})
+	if err != nil {
+		// Not recorded running, so not running: the container stays
+		// created, as memory and record say. The task's exit, handled
+		// once started is closed, finds it not running and does nothing.
+		cctx, cancel := m.background()
+		defer cancel()
+		task.Delete(cctx, containerd.WithProcessKill)
+		c.mu.Lock()
+		c.task = nil
+		c.mu.Unlock()
+		m.closeLog(c)
+		return err
+	}
 	// Before started is closed: an exit's event must follow this one.
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
 	return nil
@@ -390,29 +418,64 @@ func (m *Manager) OnTaskDelete(_ context.Context, e events.Exit) {
 // adoptLateExit records e as the exit of a container recovery had to
 // report as unknown, and says whether it did.
 func (m *Manager) adoptLateExit(c *Container, e events.Exit) bool {
-	c.mu.Lock()
-	if !c.exitUnknown {
-		c.mu.Unlock()
+	if !c.Status().ExitUnknown {
 		return false
 	}
-	c.exitUnknown = false
-	c.status.ExitCode = int32(e.Status)
-	c.status.FinishedAt = e.At
-	c.status.Message = ""
-	c.status.Reason = ReasonError
-	if e.Status == 0 {
-		c.status.Reason = ReasonCompleted
-	}
-	c.mu.Unlock()
-	// Told again: the exit recovery reported is now known.
-	m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	ctx, cancel := m.background()
 	defer cancel()
-	log.G(ctx).WithFields(log.Fields{"container": c.ID, "status": e.Status}).Info("exit while containerd was down learned from the shim")
-	if err := m.persist(ctx, c); err != nil {
-		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("recording late exit")
+	adopted := false
+	m.recordFact(ctx, c, "late exit", func(st *Status) error {
+		adopted = st.ExitUnknown // a concurrent event may have adopted it
+		if !adopted {
+			return nil
+		}
+		st.ExitUnknown = false
+		st.ExitCode = int32(e.Status)
+		st.FinishedAt = e.At
+		st.Message = ""
+		st.Reason = ReasonError
+		if e.Status == 0 {
+			st.Reason = ReasonCompleted
+		}
+		return nil
+	})
+	if !adopted {
+		return false
 	}
+	log.G(ctx).WithFields(log.Fields{"container": c.ID, "status": e.Status}).Info("exit while containerd was down learned from the shim")
+	// Told again: the exit recovery reported is now known.
+	m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	return true
+}
+
+// exitRecordAttempts bounds the writes of a fact (an exit) to a record.
+const exitRecordAttempts = 3
+
+// recordFact records what happened without asking (an exit, what recovery
+// found) through update, retrying a failed write. A status it still cannot
+// write is kept in memory only, logged: the process is gone whatever the
+// record says, and a container shown running would never stop. The
+// record then says what it said before; a restart reads it as it finds
+// the task (a running container whose task is gone exits as unknown).
+func (m *Manager) recordFact(ctx context.Context, c *Container, what string, fn func(*Status) error) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = m.update(ctx, c, fn); err == nil {
+			return
+		}
+		if errdefs.IsNotFound(err) || attempt == exitRecordAttempts {
+			break // no record to write, or no more tries
+		}
+		log.G(ctx).WithError(err).WithFields(log.Fields{"container": c.ID, "attempt": attempt}).Warn("recording " + what)
+		select {
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	log.G(ctx).WithError(err).WithField("container", c.ID).Error("recording " + what + " failed; kept in memory only")
+	if err := c.update(ctx, inMemory, fn); err != nil {
+		log.G(ctx).WithError(err).WithField("container", c.ID).Error("recording " + what)
+	}
 }
 
 func (m *Manager) handleExit(c *Container, e events.Exit) {
@@ -444,14 +507,8 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 	}
 	if task != nil {
 		// A task recovered after it exited has no IO attached.
-		if tio := task.IO(); tio != nil {
-			drained := make(chan struct{})
-			go func() { tio.Wait(); close(drained) }()
-			select {
-			case <-drained:
-			case <-time.After(ioDrainTimeout):
-				tio.Close()
-			}
+		if tio := task.IO(); tio != nil && !waitIO(tio) {
+			tio.Close()
 		}
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("container", c.ID).Warn("deleting exited task")
@@ -459,40 +516,46 @@ func (m *Manager) handleExit(c *Container, e events.Exit) {
 		log.G(ctx).WithField("container", c.ID).Debug("exited task deleted")
 	}
 	m.closeLog(c)
+	var (
+		wasRunning bool
+		reason     string
+	)
+	m.recordFact(ctx, c, "exit", func(st *Status) error {
+		wasRunning = st.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+		st.State = runtimeapi.ContainerState_CONTAINER_EXITED
+		st.FinishedAt = e.At
+		st.ExitCode = int32(e.Status)
+		switch {
+		case st.OOMKilled:
+			st.Reason = ReasonOOMKilled
+		case e.Status == 0:
+			st.Reason = ReasonCompleted
+		default:
+			st.Reason = ReasonError
+		}
+		reason = st.Reason
+		return nil
+	})
 	c.mu.Lock()
 	c.task = nil
-	wasRunning := c.status.State == runtimeapi.ContainerState_CONTAINER_RUNNING
-	c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
-	c.status.FinishedAt = e.At
-	c.status.ExitCode = int32(e.Status)
-	switch {
-	case c.oom:
-		c.status.Reason = ReasonOOMKilled
-	case e.Status == 0:
-		c.status.Reason = ReasonCompleted
-	default:
-		c.status.Reason = ReasonError
-	}
 	exited := c.exited
 	c.mu.Unlock()
 	if wasRunning {
 		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	}
-	exitsTotal.WithValues(c.status.Reason).Inc()
-	if err := m.persist(ctx, c); err != nil {
-		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("recording exit")
-	}
+	exitsTotal.WithValues(reason).Inc()
 	if exited != nil {
 		close(exited)
 	}
 }
 
 // OnOOM marks the container, so that its exit reads OOMKilled.
-func (m *Manager) OnOOM(_ context.Context, e events.OOM) {
+func (m *Manager) OnOOM(ctx context.Context, e events.OOM) {
 	if c, err := m.store.Get(e.ContainerID); err == nil {
-		c.mu.Lock()
-		c.oom = true
-		c.mu.Unlock()
+		// Not recorded (as before): nothing is written, nothing fails.
+		if err := m.update(ctx, c, func(st *Status) error { st.OOMKilled = true; return nil }); err != nil {
+			log.G(ctx).WithError(err).WithField("container", c.ID).Error("marking OOM kill")
+		}
 	}
 }
 
@@ -603,7 +666,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	failpoint.Hit(ctx, "container.remove.after-image-volumes")
-	m.store.Delete(c)
+	m.store.Delete(c.ID)
 	m.names.Release(c.Name, c.ID)
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	return nil
@@ -655,12 +718,17 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	return lf.Reopen()
 }
 
-// persist writes the container's metadata to its record.
-func (m *Manager) persist(ctx context.Context, c *Container) error {
-	meta, err := c.metadata()
-	if err != nil {
-		return err
-	}
+// update changes c's status through fn, its record first (see
+// Container.update).
+func (m *Manager) update(ctx context.Context, c *Container, fn func(*Status) error) error {
+	return c.update(ctx, m.persist, fn)
+}
+
+// persist writes the container's metadata to its record. What it records
+// has happened: it is written even when the caller has gone.
+func (m *Manager) persist(ctx context.Context, c *Container, meta *Metadata) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	container, err := m.Client.LoadContainer(ctx, c.ID)
 	if err != nil {
 		return err

@@ -84,20 +84,23 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 	task, err := m.attach(ctx, cc, c)
 	switch {
 	case errdefs.IsNotFound(err):
-		if c.status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		if c.Status().State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 			// Its task is gone with no exit recorded: containerd deletes,
 			// while it boots, the task of a container that exited while it
 			// was down, before any plugin can read the code. The shim
 			// then re-sends that exit once containerd serves (see
 			// adoptLateExit); until then, and for good if the shim died,
 			// the code is unknown.
-			c.exitUnknown = true
-			c.status.State = runtimeapi.ContainerState_CONTAINER_EXITED
-			c.status.FinishedAt = time.Now()
-			c.status.ExitCode = 255
-			c.status.Reason = "Unknown"
-			c.status.Message = "the task disappeared while containerd was down"
-			m.persist(ctx, c)
+			now := time.Now()
+			m.recordFact(ctx, c, "an exit while containerd was down", func(st *Status) error {
+				st.ExitUnknown = true
+				st.State = runtimeapi.ContainerState_CONTAINER_EXITED
+				st.FinishedAt = now
+				st.ExitCode = 255
+				st.Reason = "Unknown"
+				st.Message = "the task disappeared while containerd was down"
+				return nil
+			})
 		}
 	case err != nil:
 		return err
@@ -112,19 +115,30 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 				return fmt.Errorf("delete a task never started: %w", err)
 			}
-			c.status.State = runtimeapi.ContainerState_CONTAINER_CREATED
+			m.recordFact(ctx, c, "a task never started", func(st *Status) error {
+				st.State = runtimeapi.ContainerState_CONTAINER_CREATED
+				return nil
+			})
 			break
 		}
+		// The handles first: whoever sees the container running finds its
+		// task.
+		c.mu.Lock()
+		c.task = task
+		c.exited = make(chan struct{})
+		c.mu.Unlock()
 		if st.Status == containerd.Running {
-			c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
-			c.status.Pid = task.Pid()
-			c.task = task
-			c.exited = make(chan struct{})
+			m.recordFact(ctx, c, "a running task", func(st *Status) error {
+				st.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+				st.Pid = task.Pid()
+				return nil
+			})
 		} else {
 			// Exited while the daemon was down: the shim kept the code.
-			c.task = task
-			c.exited = make(chan struct{})
-			c.status.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+			m.recordFact(ctx, c, "a task that ran", func(st *Status) error {
+				st.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+				return nil
+			})
 			m.store.Add(c)
 			m.names.Restore(c.Name, c.ID)
 			m.handleExit(c, events.Exit{ContainerID: c.ID, Status: st.ExitStatus, At: st.ExitTime})
@@ -132,7 +146,7 @@ func (m *Manager) recoverOne(ctx context.Context, cc containerd.Container) error
 		}
 	}
 	m.store.Add(c)
-	if c.status.State == runtimeapi.ContainerState_CONTAINER_CREATED {
+	if c.Status().State == runtimeapi.ContainerState_CONTAINER_CREATED {
 		// The daemon may have died before CreateContainer answered: the
 		// kubelet's retry is handed this container, never "name is
 		// reserved".

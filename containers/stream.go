@@ -2,11 +2,9 @@ package containers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
-	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -18,8 +16,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
-
-	"github.com/nodecri/nodecri/logs"
 )
 
 // This file is the container side of the streaming server (package
@@ -28,19 +24,10 @@ import (
 // the CRI's Exec or Attach. PortForward is the pod network's
 // (sandbox/portforward.go).
 
-const (
-	// attachQueue is how many output chunks (each at most cio's 32 KiB
-	// copy buffer) an attacher may fall behind before it is disconnected.
-	attachQueue = 256
-	// initialSizeWait bounds how long a TTY exec waits for the client's
-	// first terminal size, so the process starts at the right size: the
-	// shim drops a resize that comes before the process has started.
-	initialSizeWait = 500 * time.Millisecond
-)
-
-// errSlowAttacher ends an attach whose client does not read its output:
-// the container and its log must never wait for it.
-var errSlowAttacher = errors.New("attached client does not read the output fast enough; disconnected")
+// initialSizeWait bounds how long a TTY exec waits for the client's first
+// terminal size, so the process starts at the right size: the shim drops a
+// resize that comes before the process has started.
+const initialSizeWait = 500 * time.Millisecond
 
 // runningTask returns a running container and its task; unknown is
 // NotFound, any other state FailedPrecondition.
@@ -68,18 +55,10 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	if err != nil {
 		return err
 	}
-	container, err := m.Client.LoadContainer(ctx, c.ID)
+	pspec, err := m.execSpec(ctx, c, cmd, tty)
 	if err != nil {
 		return err
 	}
-	sp, err := container.Spec(ctx)
-	if err != nil {
-		return err
-	}
-	pspec := *sp.Process
-	pspec.Args = cmd
-	pspec.Terminal = tty
-	pspec.ConsoleSize = nil
 	if tty {
 		if size, ok := firstSize(resize); ok {
 			pspec.ConsoleSize = &specs.Box{Height: uint(size.Height), Width: uint(size.Width)}
@@ -108,19 +87,11 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	if tty {
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
-	process, err := task.Exec(ctx, newID()[:32], &pspec, cio.NewCreator(ioOpts...))
+	e, err := m.startExec(ctx, c, task, pspec, cio.NewCreator(ioOpts...))
 	if err != nil {
-		return fmt.Errorf("exec in %s: %w", c.ID, err)
-	}
-	exitCh, err := process.Wait(ctx)
-	if err != nil {
-		m.cleanupExec(process)
 		return err
 	}
-	if err := process.Start(ctx); err != nil {
-		m.cleanupExec(process)
-		return fmt.Errorf("start exec in %s: %w", c.ID, err)
-	}
+	process := e.process
 	done := make(chan struct{})
 	defer close(done)
 	// After Start only: before it the shim has no stdin to close, and the
@@ -141,30 +112,19 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	}
 	go applyResizes(ctx, resize, done, process.Resize)
 
-	select {
-	case st := <-exitCh:
-		// Output written before the exit reaches the client; a background
-		// child holding the pipe does not keep the call.
-		drained := make(chan struct{})
-		go func() { process.IO().Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(ioDrainTimeout):
-		}
-		m.cleanupExec(process)
-		code, _, err := st.Result()
-		if err != nil {
-			return fmt.Errorf("wait for exec in %s: %w", c.ID, err)
-		}
-		if code != 0 {
-			return utilexec.CodeExitError{Err: fmt.Errorf("exit status %d", code), Code: int(code)}
-		}
-		return nil
-	case <-ctx.Done():
-		process.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		m.cleanupExec(process)
-		return ctx.Err()
+	// Output written before the exit reaches the client.
+	st, err := e.wait(ctx, nil)
+	if err != nil {
+		return err
 	}
+	code, _, err := st.Result()
+	if err != nil {
+		return fmt.Errorf("wait for exec in %s: %w", c.ID, err)
+	}
+	if code != 0 {
+		return utilexec.CodeExitError{Err: fmt.Errorf("exit status %d", code), Code: int(code)}
+	}
+	return nil
 }
 
 // firstSize waits briefly for the client's first terminal size, which
@@ -321,217 +281,4 @@ func firstEnded(subs []*subscriber) <-chan *subscriber {
 		}()
 	}
 	return out
-}
-
-// attachIO is a started container's IO as attach sees it: stdout and
-// stderr fan out to the log and to attachers, and with the config's stdin a
-// pipe that attachers write into feeds the process.
-type attachIO struct {
-	stdout, stderr *fanout
-	stdinR         *io.PipeReader // nil without stdin
-	stdinW         *io.PipeWriter
-	stdinOnce      bool
-	stdinClosed    sync.Once
-	closed         chan struct{} // closed by close: the container's IO is over
-	closeOnce      sync.Once
-}
-
-// openIO opens the container's log (appending) and builds the attach
-// plumbing around it, recorded in c: the one constructor for the IO of a
-// task start() creates (cio.NewCreator) and of a running task recovery
-// reconnects to (cio.NewAttach), which get the options it returns.
-// stdinOpen is false when the task's stdin can no longer be fed: its
-// stdin_once was used before a restart.
-func (m *Manager) openIO(c *Container, stdinOpen bool) ([]cio.Opt, error) {
-	var stdout, stderr io.Writer = io.Discard, io.Discard
-	var lf *logs.File
-	if c.LogPath != "" {
-		var err error
-		if lf, err = logs.Open(c.LogPath, m.MaxLogLineSize); err != nil {
-			return nil, fmt.Errorf("open log %s: %w", c.LogPath, err)
-		}
-		stdout, stderr = lf.Writer("stdout"), lf.Writer("stderr")
-	}
-	// The output also fans out to attached clients, and a container
-	// created with stdin reads it from a pipe they feed.
-	aio := newAttachIO(c.Config, stdout, stderr, stdinOpen)
-	c.mu.Lock()
-	c.log = lf
-	c.attach = aio
-	c.mu.Unlock()
-	opts := []cio.Opt{cio.WithStreams(aio.streams()), m.fifos()}
-	if c.Config.GetTty() {
-		opts = append(opts, cio.WithTerminal)
-	}
-	return opts, nil
-}
-
-// newAttachIO wraps a container's log writers. Without stdinOpen, a
-// config's stdin is built already closed, as after its stdin_once was
-// used: attachers' input is dropped, as it is then without a restart.
-func newAttachIO(cfg *runtimeapi.ContainerConfig, stdout, stderr io.Writer, stdinOpen bool) *attachIO {
-	a := &attachIO{stdout: newFanout(stdout), stderr: newFanout(stderr), closed: make(chan struct{})}
-	if cfg.GetStdin() {
-		a.stdinR, a.stdinW = io.Pipe()
-		a.stdinOnce = cfg.GetStdinOnce()
-		if !stdinOpen {
-			a.stdinClosed.Do(func() { a.stdinW.Close() })
-			a.stdinR = nil // nothing for cio to copy
-		}
-	}
-	return a
-}
-
-// streams are what the task's cio copies from and to. stdin is a nil
-// interface without a pipe: cio then creates no stdin fifo.
-func (a *attachIO) streams() (stdin io.Reader, stdout, stderr io.Writer) {
-	if a.stdinR != nil {
-		stdin = a.stdinR
-	}
-	return stdin, a.stdout, a.stderr
-}
-
-// closeStdin ends the container's stdin for good (StdinOnce): our end of
-// the pipe, then the shim's hold on the fifo, so the process reads EOF.
-func (a *attachIO) closeStdin(ctx context.Context, task containerd.Task) {
-	a.stdinClosed.Do(func() {
-		a.stdinW.Close()
-		if err := task.CloseIO(context.WithoutCancel(ctx), containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
-			log.G(ctx).WithError(err).Debug("closing container stdin")
-		}
-	})
-}
-
-// close ends attachment once the container's output is over (exit, failed
-// start, removal): attachers get what is queued, then EOF, and cio's
-// stdin copy ends. Safe on nil and more than once.
-func (a *attachIO) close() {
-	if a == nil {
-		return
-	}
-	a.closeOnce.Do(func() {
-		if a.stdinW != nil {
-			a.stdinW.Close()
-		}
-		a.stdout.close()
-		a.stderr.close()
-		close(a.closed)
-	})
-}
-
-// fanout copies one output stream of a container to its log and to the
-// current attachers. The log gets every byte, in the caller's goroutine, as
-// without attach. Each attacher gets a copy through a bounded queue drained
-// by a goroutine of its own, so a slow or stuck client never holds the
-// container's output (and so the container) or the log: once its queue is
-// full it is disconnected.
-type fanout struct {
-	log io.Writer
-
-	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
-	closed bool
-}
-
-type subscriber struct {
-	from  *fanout
-	w     io.Writer
-	queue chan []byte   // closed when unsubscribed
-	done  chan struct{} // closed when the writer goroutine returns
-	// cut is closed when it is dropped for an error: its Attach returns
-	// at once, which closes the connection even if a Write is stuck.
-	cut chan struct{}
-
-	mu     sync.Mutex
-	reason error // why it was cut off; nil when the output ended
-}
-
-func newFanout(log io.Writer) *fanout {
-	return &fanout{log: log, subs: map[*subscriber]struct{}{}}
-}
-
-// Write never fails: a failing log is the log's business, a failing
-// attacher is dropped.
-func (f *fanout) Write(p []byte) (int, error) {
-	f.log.Write(p)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.subs) == 0 {
-		return len(p), nil
-	}
-	b := append([]byte(nil), p...) // cio reuses its buffer
-	for s := range f.subs {
-		select {
-		case s.queue <- b:
-		default:
-			f.removeLocked(s, errSlowAttacher)
-		}
-	}
-	return len(p), nil
-}
-
-// subscribe adds an attacher; nil once the stream has ended.
-func (f *fanout) subscribe(w io.Writer) *subscriber {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil
-	}
-	s := &subscriber{from: f, w: w, queue: make(chan []byte, attachQueue),
-		done: make(chan struct{}), cut: make(chan struct{})}
-	f.subs[s] = struct{}{}
-	go s.run()
-	return s
-}
-
-func (s *subscriber) run() {
-	defer close(s.done)
-	for b := range s.queue {
-		select {
-		case <-s.cut:
-			return // its queued output is not wanted any more
-		default:
-		}
-		if _, err := s.w.Write(b); err != nil {
-			s.from.remove(s, fmt.Errorf("writing to attached client: %w", err))
-			return
-		}
-	}
-}
-
-func (s *subscriber) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
-}
-
-// remove unsubscribes s; its queued output is still written. Idempotent.
-func (f *fanout) remove(s *subscriber, why error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.removeLocked(s, why)
-}
-
-func (f *fanout) removeLocked(s *subscriber, why error) {
-	if _, ok := f.subs[s]; !ok {
-		return
-	}
-	delete(f.subs, s)
-	s.mu.Lock()
-	s.reason = why
-	s.mu.Unlock()
-	if why != nil {
-		close(s.cut)
-	}
-	close(s.queue)
-}
-
-// close ends the stream: attachers drain their queues and finish.
-func (f *fanout) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closed = true
-	for s := range f.subs {
-		f.removeLocked(s, nil)
-	}
 }

@@ -149,7 +149,7 @@ func (m *Manager) abandon(id string) {
 // RemovePodSandbox.
 func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.PodSandboxConfig, h *runtimes.Handler) (retErr error) {
 	start := time.Now()
-	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, creating: true}
+	sb := &Sandbox{ID: id, Name: name, Config: cfg, Handler: h.Name, CreatedAt: start, status: Status{Phase: PhaseCreating}}
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -172,7 +172,6 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 	}
 	failpoint.Hit(ctx, "sandbox.run.after-files")
 
-	sb.network = NetworkNone
 	if !hostNet {
 		t := time.Now()
 		ns, err := netns.NewNetNS(m.netnsDir())
@@ -180,18 +179,21 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 			return fmt.Errorf("create network namespace: %w", err)
 		}
 		phaseDuration.WithValues("netns").UpdateSince(t)
-		sb.netnsPath = ns.GetPath()
-		sb.network = NetworkStarted
+		// Not a transition: nothing else sees the sandbox before its
+		// first record, which is written with it.
+		sb.mu.Lock()
+		sb.status.NetNSPath = ns.GetPath()
+		sb.mu.Unlock()
 		failpoint.Hit(ctx, "sandbox.run.after-netns")
 	}
 
 	opts, err := pauseSpec(specInput{id: id, cfg: cfg, image: &img, imageName: m.SandboxImage, handler: h,
-		files: f, netnsPath: sb.netnsPath, restrictOOM: m.RestrictOOM,
+		files: f, netnsPath: sb.Status().NetNSPath, restrictOOM: m.RestrictOOM,
 		unprivilegedPorts: m.UnprivilegedPorts, unprivilegedICMP: m.UnprivilegedICMP})
 	if err != nil {
 		return fmt.Errorf("pause spec: %w", err)
 	}
-	meta, err := sb.metadata()
+	meta, err := sb.metadata(sb.Status())
 	if err != nil {
 		return err
 	}
@@ -244,17 +246,16 @@ func (m *Manager) create(ctx context.Context, id, name string, cfg *runtimeapi.P
 		return err
 	}
 
-	sb.mu.Lock()
-	sb.pid = pid
-	sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
-	sb.creating = false
-	if !hostNet {
-		sb.network = NetworkReady
-		sb.cniResult = cniRes
-		sb.ips = podIPs(cniRes)
-	}
-	sb.mu.Unlock()
-	if err := m.persist(ctx, sb); err != nil {
+	err = m.update(ctx, sb, func(st *Status) error {
+		st.Phase = PhaseReady
+		st.Pid = pid
+		if !hostNet {
+			st.CNIResult = cniRes
+			st.IPs = podIPs(cniRes)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	failpoint.Hit(ctx, "sandbox.run.after-ready")
@@ -316,12 +317,18 @@ func (m *Manager) ensureImage(ctx context.Context, snapshotter string) (images.I
 	return m.Images.Resolve(m.SandboxImage)
 }
 
+// update changes sb's status through fn, its record first (see
+// Sandbox.update).
+func (m *Manager) update(ctx context.Context, sb *Sandbox, fn func(*Status) error) error {
+	return sb.update(ctx, m.persist, fn)
+}
+
 // persist writes the sandbox's metadata to its pause container's record.
-func (m *Manager) persist(ctx context.Context, sb *Sandbox) error {
-	meta, err := sb.metadata()
-	if err != nil {
-		return err
-	}
+// What it records has happened: it is written even when the caller has
+// gone.
+func (m *Manager) persist(ctx context.Context, sb *Sandbox, meta *Metadata) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	c, err := m.Client.LoadContainer(ctx, sb.ID)
 	if err != nil {
 		return fmt.Errorf("load sandbox record: %w", err)
@@ -335,7 +342,7 @@ func (m *Manager) pod(sb *Sandbox) *cni.Pod {
 	md := sb.Config.GetMetadata()
 	p := &cni.Pod{
 		SandboxID:  sb.ID,
-		NetNS:      sb.netnsPath,
+		NetNS:      sb.Status().NetNSPath,
 		Name:       md.GetName(),
 		Namespace:  md.GetNamespace(),
 		UID:        md.GetUid(),
@@ -398,9 +405,23 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return nil // removed meanwhile
+	}
 	defer sb.opMu.Unlock()
 	return m.stop(ctx, sb)
+}
+
+// lockOp takes sb's operation lock, unless a RemovePodSandbox that held it
+// first removed the sandbox: the caller found it before that, and must act
+// as if it had come after.
+func (m *Manager) lockOp(sb *Sandbox) bool {
+	sb.opMu.Lock()
+	if cur, err := m.store.Get(sb.ID); err != nil || cur != sb {
+		sb.opMu.Unlock()
+		return false
+	}
+	return true
 }
 
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
@@ -410,7 +431,7 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 		}
 	}
 	failpoint.Hit(ctx, "sandbox.stop.after-containers")
-	if st := sb.Status(); st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && (st.Network == NetworkTornDown || st.Network == NetworkNone) && sb.stoppedFlag() {
+	if sb.Status().Phase == PhaseStopped {
 		return nil
 	}
 	if err := m.killPause(ctx, sb.ID); err != nil {
@@ -420,29 +441,42 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	if err := m.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
-	sb.mu.Lock()
-	sb.stopped = true
-	sb.mu.Unlock()
-	m.setNotReady(sb)
-	return m.persist(ctx, sb)
-}
-
-// setNotReady marks the sandbox not ready, telling the notifier when that
-// is news: the pause exit and StopPodSandbox both get here.
-func (m *Manager) setNotReady(sb *Sandbox) {
-	sb.mu.Lock()
-	was := sb.state
-	sb.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
-	sb.mu.Unlock()
-	if was == runtimeapi.PodSandboxState_SANDBOX_READY {
+	var was Phase
+	err := m.update(ctx, sb, func(st *Status) error {
+		was, st.Phase = st.Phase, PhaseStopped
+		return nil
+	})
+	if err != nil {
+		// Nothing changed: a retry kills, deletes (CNI DEL is
+		// idempotent) and records again.
+		return err
+	}
+	if was == PhaseReady {
 		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb)
 	}
+	return nil
 }
 
-func (s *Sandbox) stoppedFlag() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopped
+// setExited marks a ready sandbox's pause gone, telling the notifier:
+// the pause exit and RemovePodSandbox get here (StopPodSandbox goes
+// further, to stopped). The record reads the same (a restart tells the
+// two apart by the pause task), so nothing is written and nothing can
+// fail but a bug.
+func (m *Manager) setExited(ctx context.Context, sb *Sandbox) {
+	was := PhaseExited
+	err := m.update(ctx, sb, func(st *Status) error {
+		if st.Phase == PhaseReady {
+			was, st.Phase = st.Phase, PhaseExited
+		}
+		return nil
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("sandbox", sb.ID).Error("marking sandbox not ready")
+		return
+	}
+	if was == PhaseReady {
+		m.notify(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb)
+	}
 }
 
 // killPause kills the pause task, waits for it and deletes it.
@@ -488,7 +522,7 @@ func (m *Manager) killPause(ctx context.Context, id string) error {
 // the namespace pin. It is owed from the moment setup was recorded started.
 func (m *Manager) teardownNetwork(ctx context.Context, sb *Sandbox) error {
 	st := sb.Status()
-	if st.Network == NetworkNone || st.Network == NetworkTornDown || st.NetNSPath == "" {
+	if st.Network() == NetworkNone || st.Network() == NetworkTornDown {
 		return nil
 	}
 	var err error
@@ -511,9 +545,6 @@ func (m *Manager) teardownNetwork(ctx context.Context, sb *Sandbox) error {
 		return fmt.Errorf("remove network namespace: %w", err)
 	}
 	failpoint.Hit(ctx, "sandbox.network.after-netns-remove")
-	sb.mu.Lock()
-	sb.network = NetworkTornDown
-	sb.mu.Unlock()
 	return nil
 }
 
@@ -551,8 +582,14 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return nil // removed meanwhile
+	}
 	defer sb.opMu.Unlock()
+	// Creates under way finish first, and none starts: the pod's
+	// containers are all in the store for RemoveAll.
+	sb.createMu.Lock()
+	defer sb.createMu.Unlock()
 	if m.containers != nil {
 		if err := m.containers.RemoveAll(ctx, sb.ID); err != nil {
 			return fmt.Errorf("remove the pod's containers: %w", err)
@@ -563,7 +600,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	failpoint.Hit(ctx, "sandbox.remove.after-teardown")
-	m.setNotReady(sb) // removed without a stop
+	m.setExited(ctx, sb) // removed without a stop
 	m.store.Delete(sb.ID)
 	m.names.Release(sb.Name, sb.ID)
 	m.notify(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb)
@@ -576,7 +613,7 @@ func (m *Manager) OnExit(ctx context.Context, e events.Exit) {
 	if err != nil {
 		return
 	}
-	m.setNotReady(sb)
+	m.setExited(ctx, sb)
 	log.G(ctx).WithField("sandbox", e.ContainerID).WithField("status", e.Status).Info("pause process exited; sandbox not ready")
 }
 

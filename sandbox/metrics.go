@@ -23,7 +23,7 @@ func StateCollector(st *Store) prometheus.Collector {
 	return bystate.New(podsDesc, runtimeapi.PodSandboxState_name, "SANDBOX_", func() []runtimeapi.PodSandboxState {
 		var states []runtimeapi.PodSandboxState
 		for _, s := range st.List() {
-			states = append(states, s.Status().State)
+			states = append(states, s.Status().State())
 		}
 		return states
 	})

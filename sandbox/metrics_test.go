@@ -3,8 +3,6 @@ package sandbox
 import (
 	"testing"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
 	"github.com/nodecri/nodecri/bystate/bystatetest"
 )
 
@@ -19,14 +17,14 @@ func TestStateCollectorCountsStoreAtScrape(t *testing.T) {
 		}
 	}
 	check("empty store", 0, 0)
-	a := &Sandbox{ID: "a", state: runtimeapi.PodSandboxState_SANDBOX_READY}
+	a := &Sandbox{ID: "a", status: Status{Phase: PhaseReady}}
 	st.Add(a)
-	st.Add(&Sandbox{ID: "b", state: runtimeapi.PodSandboxState_SANDBOX_READY})
-	st.Add(&Sandbox{ID: "c", state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY})
+	st.Add(&Sandbox{ID: "b", status: Status{Phase: PhaseReady}})
+	st.Add(&Sandbox{ID: "c", status: Status{Phase: PhaseStopped}})
 	check("2 ready, 1 not", 2, 1)
 	// A stop or a removal shows at the next scrape.
 	a.mu.Lock()
-	a.state = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	a.status.Phase = PhaseExited
 	a.mu.Unlock()
 	st.Delete("b")
 	check("after a stop and a removal", 0, 2)

@@ -31,7 +31,7 @@ func (m *Manager) PortForward(ctx context.Context, sandboxID string, port int32,
 		return err
 	}
 	st := sb.Status()
-	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if st.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return fmt.Errorf("sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	var conn net.Conn

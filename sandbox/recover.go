@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,10 +13,8 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/netns"
 	"github.com/containerd/errdefs"
-	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Recover rebuilds the sandbox store from containerd's records at start:
@@ -43,7 +40,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			cleaned++
 			continue
 		}
-		if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		if sb.Status().Phase == PhaseReady {
 			ready++
 		} else {
 			notReady++
@@ -211,33 +208,26 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 	if err != nil {
 		return nil, err
 	}
-	sb := &Sandbox{ID: meta.ID, Name: meta.Name, Config: cfg, Handler: meta.Handler, CreatedAt: meta.CreatedAt,
-		state: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, netnsPath: meta.NetNSPath, network: meta.Network,
-		ips: meta.IPs, stopped: meta.Stopped}
-	if sb.overhead, err = unmarshalResources(meta.Overhead); err != nil {
-		return nil, fmt.Errorf("recorded overhead: %w", err)
+	st, err := statusOf(meta)
+	if err != nil {
+		return nil, err
 	}
-	if sb.resources, err = unmarshalResources(meta.Resources); err != nil {
-		return nil, fmt.Errorf("recorded resources: %w", err)
-	}
-	if len(meta.CNIResult) > 0 {
-		var r gocni.Result
-		if err := json.Unmarshal(meta.CNIResult, &r); err == nil {
-			sb.cniResult = &r
-		}
-	}
+	sb := &Sandbox{ID: meta.ID, Name: meta.Name, Config: cfg, Handler: meta.Handler, CreatedAt: meta.CreatedAt, status: st}
 
 	// Created, but the daemon died before recording it ready: undo it all,
 	// CNI DEL included (ADD may have happened). The retry of its
 	// RunPodSandbox then makes a new one under the free name.
-	if !meta.Stopped && (meta.Creating || meta.Network == NetworkStarted) {
+	if st.Phase == PhaseCreating {
 		log.G(ctx).WithField("sandbox", sb.ID).Warn("sandbox left half-made by a crash; tearing it down")
 		if err := m.teardown(ctx, sb); err != nil {
 			return nil, fmt.Errorf("tear down half-made sandbox: %w", err)
 		}
 		return nil, nil
 	}
-
+	// Ready as recorded: ready again only if its pause still runs. Built
+	// before the sandbox is shared: not a transition, and the record
+	// reads the same either way.
+	running := false
 	m.Events.Watch(sb.ID, m)
 	task, err := c.Task(ctx, nil)
 	switch {
@@ -245,17 +235,20 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) (*Sand
 	case err != nil:
 		return nil, err
 	default:
-		st, err := task.Status(ctx)
+		ts, err := task.Status(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if st.Status == containerd.Running && !meta.Stopped {
-			sb.state = runtimeapi.PodSandboxState_SANDBOX_READY
-			sb.pid = task.Pid()
+		if ts.Status == containerd.Running && sb.status.Phase == PhaseReady {
+			running = true
+			sb.status.Pid = task.Pid()
 		}
 	}
+	if sb.status.Phase == PhaseReady && !running {
+		sb.status.Phase = PhaseExited
+	}
 	m.store.Add(sb)
-	if sb.Status().State == runtimeapi.PodSandboxState_SANDBOX_READY {
+	if sb.Status().Phase == PhaseReady {
 		// Finished, but the daemon may have died before RunPodSandbox
 		// answered: the kubelet's retry is handed this sandbox, never
 		// "name is reserved".

@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -18,17 +20,19 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, overhead, reso
 	}
 	// Serialised with Stop and Remove, so that records are written in the
 	// order the state changed.
-	sb.opMu.Lock()
+	if !m.lockOp(sb) {
+		return fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
 	defer sb.opMu.Unlock()
-	sb.mu.Lock()
-	if overhead != nil {
-		sb.overhead = proto.Clone(overhead).(*runtimeapi.LinuxContainerResources)
-	}
-	if resources != nil {
-		sb.resources = proto.Clone(resources).(*runtimeapi.LinuxContainerResources)
-	}
-	sb.mu.Unlock()
-	return m.persist(ctx, sb)
+	return m.update(ctx, sb, func(st *Status) error {
+		if overhead != nil {
+			st.Overhead = proto.Clone(overhead).(*runtimeapi.LinuxContainerResources)
+		}
+		if resources != nil {
+			st.Resources = proto.Clone(resources).(*runtimeapi.LinuxContainerResources)
+		}
+		return nil
+	})
 }
 
 func unmarshalResources(b []byte) (*runtimeapi.LinuxContainerResources, error) {

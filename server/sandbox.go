@@ -42,13 +42,13 @@ func (s *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 	if req.GetVerbose() {
 		// As for containers: no pid once the pause process is gone.
 		pid := uint32(0)
-		if st.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		if st.State() == runtimeapi.PodSandboxState_SANDBOX_READY {
 			pid = st.Pid
 		}
 		m := map[string]any{
 			"pid":            pid,
 			"netNamespace":   st.NetNSPath,
-			"network":        st.Network,
+			"network":        st.Network(),
 			"cniResult":      st.CNIResult,
 			"runtimeHandler": sb.Handler,
 			"config":         sb.Config,
@@ -83,7 +83,7 @@ func (s *runtimeService) UpdatePodSandboxResources(ctx context.Context, req *run
 
 func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandboxStatus {
 	ip, more := st.Primary()
-	if st.Network != sandbox.NetworkReady {
+	if st.Network() != sandbox.NetworkReady {
 		// Torn down (stopped pod): the addresses went back to IPAM and
 		// may already be another pod's.
 		ip, more = "", nil
@@ -99,7 +99,7 @@ func sandboxStatus(sb *sandbox.Sandbox, st sandbox.Status) *runtimeapi.PodSandbo
 	return &runtimeapi.PodSandboxStatus{
 		Id:             sb.ID,
 		Metadata:       sb.Config.GetMetadata(),
-		State:          st.State,
+		State:          st.State(),
 		CreatedAt:      sb.CreatedAt.UnixNano(),
 		Network:        &runtimeapi.PodSandboxNetworkStatus{Ip: ip, AdditionalIps: extra},
 		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: nsOpts}},
@@ -129,7 +129,7 @@ func (s *Service) listPodSandboxes(f *runtimeapi.PodSandboxFilter) ([]*runtimeap
 		items = append(items, &runtimeapi.PodSandbox{
 			Id:             sb.ID,
 			Metadata:       sb.Config.GetMetadata(),
-			State:          st.State,
+			State:          st.State(),
 			CreatedAt:      sb.CreatedAt.UnixNano(),
 			Labels:         sb.Config.GetLabels(),
 			Annotations:    sb.Config.GetAnnotations(),
@@ -156,7 +156,7 @@ func (s *Service) selectSandboxes(id string, state *runtimeapi.PodSandboxStateVa
 	}
 	out := list[:0]
 	for _, sb := range list {
-		if state != nil && sb.Status().State != state.GetState() {
+		if state != nil && sb.Status().State() != state.GetState() {
 			continue
 		}
 		if labelsMatch(sb.Config.GetLabels(), labels) {

@@ -109,7 +109,7 @@ func (s *runtimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.Po
 	if err != nil {
 		return nil, err
 	}
-	if sb.Status().State != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if sb.Status().State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrNotFound)
 	}
 	out, err := s.podStats(ctx, []*sandbox.Sandbox{sb})

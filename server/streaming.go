@@ -69,7 +69,7 @@ func (s *runtimeService) PortForward(ctx context.Context, req *runtimeapi.PortFo
 	if err != nil {
 		return nil, err
 	}
-	if state := sb.Status().State; state != runtimeapi.PodSandboxState_SANDBOX_READY {
+	if state := sb.Status().State(); state != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return nil, fmt.Errorf("sandbox %s is not ready (%s): %w", sb.ID, state, errdefs.ErrFailedPrecondition)
 	}
 	req = proto.CloneOf(req)
