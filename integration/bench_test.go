@@ -146,8 +146,7 @@ func BenchmarkRecovery(b *testing.B) {
 			b.Fatal(err)
 		}
 		serving = append(serving, time.Since(start))
-		b.Cleanup(func() { stopDaemon(b, d2) })
-		b.Cleanup(func() { removeAllPods(b, d2) })
+		b.Cleanup(func() { daemon.Teardown(b, d2) })
 		pods, err := d2.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
 		if err != nil {
 			b.Fatal(err)
@@ -204,33 +203,5 @@ func checkOneShimPerPod(b *testing.B, d *daemon.Daemon) {
 		if a, p := ppid(ci.Pid), ppid(pi.Pid); a != p {
 			b.Errorf("pod %.12s: container %.12s under shim %s, pause under shim %s", c.PodSandboxId, c.Id, a, p)
 		}
-	}
-}
-
-// removeAllPods removes every pod with a deadline fit for hundreds of
-// pods on a loaded machine (the harness's own sweep allows a minute).
-func removeAllPods(b *testing.B, d *daemon.Daemon) {
-	select {
-	case <-d.Exited():
-		return
-	default:
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	list, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		b.Error(err)
-		return
-	}
-	var eg errgroup.Group
-	eg.SetLimit(4)
-	for _, sb := range list.Items {
-		eg.Go(func() error {
-			_, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id})
-			return err
-		})
-	}
-	if err := eg.Wait(); err != nil {
-		b.Error(err)
 	}
 }

@@ -88,7 +88,7 @@ func TestChurn(t *testing.T) {
 		// The kubelet removes the pod's log folder and cgroup parent; so
 		// do we.
 		os.RemoveAll(cfg.LogDirectory)
-		removeCgroups(filepath.Base(l.Dir))
+		daemon.RemoveCgroups(filepath.Base(l.Dir))
 	}
 
 	// Warm up caches, pools and lazily started goroutines before the

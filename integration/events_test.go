@@ -475,13 +475,7 @@ func TestUpdatePodSandboxResourcesSurvivesRestart(t *testing.T) {
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d2, err := daemon.Start(sctx, binary, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopDaemon(t, d2) })
+	d2 := start(t, l)
 	if o2, r2 := verboseResources(t, d2, id); o2 != o || r2 != r {
 		t.Errorf("after restart:\noverhead  %s\nresources %s\nwant\noverhead  %s\nresources %s", o2, r2, o, r)
 	}

@@ -69,7 +69,7 @@ func newFaultEnv(t *testing.T) *faultEnv {
 	}
 	e := &faultEnv{l: l}
 	e.d = e.launch(t, binary, "")
-	t.Cleanup(func() { stopDaemon(t, e.d) })
+	t.Cleanup(func() { daemon.Teardown(t, e.d) })
 	mustPull(t, e.d, "busybox:1.36")
 	mustPull(t, e.d, "data:1")
 	// A first pod pulls and unpacks the sandbox image, so that counts

@@ -534,7 +534,7 @@ func hugetlbHierarchy(t *testing.T) string {
 		// (crun refuses a hybrid host only while a controller sits on
 		// v2). A cgroup removed just now may still be dying: mount and
 		// unmount again until the kernel lets go.
-		removeCgroupTree(dir)
+		daemon.RemoveCgroupTree(dir)
 		for try := 0; try < 20; try++ {
 			if err := syscall.Unmount(dir, 0); err != nil {
 				t.Errorf("unmount the test's hugetlb hierarchy: %v", err)

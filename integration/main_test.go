@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/integration/daemon"
 )
@@ -42,81 +39,34 @@ func TestMain(m *testing.M) {
 
 var instances atomic.Int32
 
-// newLayout gives a test its own daemon folder and pod network: CNI state
-// is host-wide, so bridge, subnet and IPAM folder are unique per instance.
+// newLayout gives a test its own daemon folder and pod network (see
+// daemon.NewTestLayout): CNI state is host-wide, so bridge, subnet and IPAM
+// folder are unique per instance.
 func newLayout(t testing.TB, metrics bool) *daemon.Layout {
 	t.Helper()
 	n := int(instances.Add(1))
 	id := (os.Getpid()*16 + n) % 4000
-	dir, err := os.MkdirTemp("", "nodecri-it-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Traversable, as /var/lib/containerd is: root of a pod's user
-	// namespace is not root on the host and must reach the bundle.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	bridge := fmt.Sprintf("ncit%d", id)
-	t.Cleanup(func() {
-		removeCgroups(filepath.Base(dir))
-		// The bridge plugin makes the bridge and never deletes it; the
-		// daemon's cleanup has removed every pod (and veth) by now.
-		exec.Command("ip", "link", "delete", bridge).Run()
-		if t.Failed() || os.Getenv("NODECRI_KEEP") != "" {
-			t.Logf("daemon folder kept for inspection: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
 	addr := ""
 	if metrics {
 		addr = freeAddr(t)
 	}
-	return daemon.NewLayout(dir, binDir, addr, daemon.Network{
-		Name:   fmt.Sprintf("nodecri-it-%d", id),
-		Bridge: bridge,
-		Subnet: fmt.Sprintf("10.%d.%d.0/24", 200+id/250, id%250),
+	return daemon.NewTestLayout(t, daemon.TestOptions{
+		Prefix:         "nodecri-it-",
+		BinDir:         binDir,
+		MetricsAddress: addr,
+		Network: daemon.Network{
+			Name:   fmt.Sprintf("nodecri-it-%d", id),
+			Bridge: fmt.Sprintf("ncit%d", id),
+			Subnet: fmt.Sprintf("10.%d.%d.0/24", 200+id/250, id%250),
+		},
 	})
 }
 
-// start runs the daemon on l and stops it by PID when the test ends,
-// failed or not.
+// start runs bin/containerd on l and tears it down when the test ends,
+// failed or not (daemon.StartTest).
 func start(t testing.TB, l *daemon.Layout) *daemon.Daemon {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d, err := daemon.Start(ctx, binary, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopDaemon(t, d) })
-	return d
-}
-
-// stopDaemon removes every pod the test left, then stops the daemon by
-// PID: shims, containers and their iptables rules outlive containerd, and
-// a leftover hostPort rule would capture a later test's port.
-func stopDaemon(t testing.TB, d *daemon.Daemon) {
-	if t.Failed() {
-		t.Logf("--- %s (tail) ---\n%s", d.LogPath, d.LogTail(30))
-	}
-	select {
-	case <-d.Exited():
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if list, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
-			for _, sb := range list.Items {
-				if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
-					t.Errorf("removing leftover pod %s: %v", sb.Id, err)
-				}
-			}
-		}
-	}
-	if err := d.Stop(); err != nil {
-		t.Errorf("stopping daemon: %v", err)
-	}
+	return daemon.StartTest(t, binary, l)
 }
 
 func freeAddr(t testing.TB) string {
@@ -154,29 +104,5 @@ func eventuallyWithin(t *testing.T, wait time.Duration, what string, cond func()
 			t.Fatalf("after %v: %s (last: %s)", wait, what, last)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// removeCgroups removes the (empty) pod cgroup parents a test's pods used,
-// named after its daemon folder, in every hierarchy.
-func removeCgroups(name string) {
-	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
-	for _, root := range roots {
-		removeCgroupTree(root)
-		os.Remove(root)
-	}
-}
-
-// removeCgroupTree removes the (empty) cgroups below root, children first.
-func removeCgroupTree(root string) {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() && p != root {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Remove(dirs[i])
 	}
 }

@@ -10,8 +10,6 @@ import (
 
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/nodecri/nodecri/integration/daemon"
 )
 
 func TestRestartAfterSIGTERMKeepsEverything(t *testing.T) { testRestart(t, false) }
@@ -37,13 +35,7 @@ func testRestart(t *testing.T, crash bool) {
 	}
 	time.Sleep(2 * time.Second) // the quitter exits while the daemon is down
 	restartedAt := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d2, err := daemon.Start(ctx, binary, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopDaemon(t, d2) })
+	d2 := start(t, l)
 	p.d = d2
 
 	st, _ := podStatus(t, d2, p.id)
@@ -161,14 +153,7 @@ func testAttachAfterRestart(t *testing.T, crash bool) {
 	} else if err := p.d.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d2, err := daemon.Start(ctx, binary, p.l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopDaemon(t, d2) })
-	p.d = d2
+	p.d = start(t, p.l)
 
 	// The shell: the same one (V is kept), input in, output back, and its
 	// exit ends the attach.

@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"testing"
-	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -30,19 +28,7 @@ func TestUpgradeInPlaceRecoversPods(t *testing.T) {
 	if err := l.WriteConflist(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	old, err := daemon.Start(ctx, prev, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		select {
-		case <-old.Exited():
-		default:
-			stopDaemon(t, old)
-		}
-	})
+	old := daemon.StartTest(t, prev, l)
 	mustPull(t, old, "busybox:1.36")
 	client := ctrClient(t, l)
 	// Pod log folders are the kubelet's to remove.

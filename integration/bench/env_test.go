@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,27 +60,24 @@ type target struct {
 
 // startTarget lays out and starts binary on a folder, socket and CNI
 // network of its own, images mirrored to reg, with runc from bin/ as the
-// only handler so that both daemons run the same runtime. At the end it
-// removes the pods, stops the daemon by PID, deletes the bridge and the pod
-// cgroups, and keeps the daemon's log in logDir.
+// only handler so that both daemons run the same runtime. At the end the
+// daemon fixture tears it down (pods, daemon, leftovers, cgroups, bridge)
+// and keeps the daemon's log in logDir.
 func startTarget(t *testing.T, name, binary, binDir, logDir string, index int, reg *testimages.Registry) *target {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "nodecri-bench-"+name+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As /var/lib/containerd is: traversable by non-root pod users.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
 	// CNI state is host-wide: each daemon gets its own bridge, subnet and
 	// host-local dataDir (in its folder). A /22 holds the 500-pod case even
 	// on a bridge network.
 	id := os.Getpid() % 60
-	l := daemon.NewLayout(dir, binDir, "", daemon.Network{
-		Name:   fmt.Sprintf("nodecri-bench-%s-%d", name, id),
-		Bridge: fmt.Sprintf("ncbench%d%c", id, name[0]),
-		Subnet: fmt.Sprintf("10.%d.%d.0/22", 250+index, 4*id),
+	l := daemon.NewTestLayout(t, daemon.TestOptions{
+		Prefix: "nodecri-bench-" + name + "-",
+		BinDir: binDir,
+		Network: daemon.Network{
+			Name:   fmt.Sprintf("nodecri-bench-%s-%d", name, id),
+			Bridge: fmt.Sprintf("ncbench%d%c", id, name[0]),
+			Subnet: fmt.Sprintf("10.%d.%d.0/22", 250+index, 4*id),
+		},
+		LogCopy: filepath.Join(logDir, name+".log"),
 	})
 	l.LogLevel = "info"
 	cri := l.CRI()
@@ -92,7 +87,7 @@ func startTarget(t *testing.T, name, binary, binDir, logDir string, index int, r
 			delete(runtimes, h)
 		}
 	}
-	hosts := filepath.Join(dir, "certs.d")
+	hosts := filepath.Join(l.Dir, "certs.d")
 	// Every registry critest names, for `critest -benchmark`.
 	testimages.WriteHostsDir(t, hosts, reg.Addr, testimages.CritestMirrors...)
 	cri["registry"] = map[string]any{"config_path": hosts}
@@ -111,33 +106,8 @@ func startTarget(t *testing.T, name, binary, binDir, logDir string, index int, r
 		t.Fatalf("%s: %v", name, err)
 	}
 	tg := &target{name: name, binary: binary, d: d, l: l}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		if err := tg.removeAll(ctx); err != nil {
-			t.Errorf("%s: removing pods: %v", name, err)
-		}
-		// tg.d: the restart measurement replaces the first daemon.
-		if err := tg.d.Stop(); err != nil {
-			t.Errorf("%s: stopping daemon (pid %d): %v", name, tg.d.PID(), err)
-		}
-		if b, err := os.ReadFile(tg.d.LogPath); err == nil {
-			_ = os.WriteFile(filepath.Join(logDir, name+".log"), b, 0o644)
-		}
-		// The bridge plugin creates the bridge and never deletes it.
-		if _, err := os.Stat("/sys/class/net/" + l.Network.Bridge); err == nil {
-			if b, err := exec.Command("ip", "link", "delete", l.Network.Bridge).CombinedOutput(); err != nil {
-				t.Logf("ip link delete %s: %v: %s", l.Network.Bridge, err, b)
-			}
-		}
-		removeCgroups(filepath.Base(dir))
-		unmountBelow(t, dir)
-		if t.Failed() {
-			t.Logf("%s: daemon folder kept: %s", name, dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	// tg.d: the restart measurement replaces the first daemon.
+	t.Cleanup(func() { daemon.Teardown(t, tg.d) })
 	if err := tg.waitReady(ctx); err != nil {
 		t.Fatalf("%s: %v\n%s", name, err, d.LogTail(30))
 	}
@@ -268,45 +238,8 @@ func (tg *target) populate(ctx context.Context, prefix string, from, n int, host
 	return g.Wait()
 }
 
-// removeAll stops and removes every pod. Containers are stopped first with
-// a zero timeout: `sleep` as PID 1 ignores SIGTERM, and the teardown is
-// not what is measured.
-func (tg *target) removeAll(ctx context.Context) error {
-	rt := tg.d.Runtime
-	cs, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-	if err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(inFlight)
-	for _, c := range cs.Containers {
-		if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			g.Go(func() error {
-				_, err := rt.StopContainer(gctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id})
-				return err
-			})
-		}
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	ps, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		return err
-	}
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(inFlight)
-	for _, p := range ps.Items {
-		g.Go(func() error {
-			if _, err := rt.StopPodSandbox(gctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
-				return err
-			}
-			_, err := rt.RemovePodSandbox(gctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
-			return err
-		})
-	}
-	return g.Wait()
-}
+// removeAll stops and removes every pod (daemon.RemoveAll).
+func (tg *target) removeAll(ctx context.Context) error { return tg.d.RemoveAll(ctx) }
 
 // rssMB is the daemon's resident set (VmRSS), in MB.
 func (tg *target) rssMB() float64 {
@@ -324,38 +257,4 @@ func procStatusKB(path, key string) int64 {
 		}
 	}
 	return 0
-}
-
-// removeCgroups removes the (empty) pod cgroup parents named after a
-// daemon's folder, in every hierarchy, children first.
-func removeCgroups(name string) {
-	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
-	for _, root := range roots {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			os.Remove(dirs[i])
-		}
-	}
-}
-
-// unmountBelow detaches what a daemon left mounted in its folder (upstream
-// leaves a failed sandbox's /dev/shm), innermost first, so that removing
-// the folder cannot reach into a live mount and none is leaked.
-func unmountBelow(t *testing.T, dir string) {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		t.Logf("leftover mount %s detached: %v", mounts[i], syscall.Unmount(mounts[i], syscall.MNT_DETACH))
-	}
 }

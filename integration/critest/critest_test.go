@@ -27,7 +27,6 @@
 package critest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -35,13 +34,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodecri/nodecri/integration/daemon"
 	"github.com/nodecri/nodecri/integration/testimages"
@@ -154,134 +150,25 @@ func TestCritest(t *testing.T) {
 
 // startDaemon runs bin/containerd on a folder of its own with a pod
 // network, every registry critest names mirrored to reg, and the layout's
-// runtime handlers. At the end it removes leftover pods, stops the daemon by
-// PID and deletes the bridge, also when the test fails; the daemon's log is
-// copied to out.
+// runtime handlers. The daemon fixture tears it down at the end, also when
+// the test fails; the daemon's log is copied to out.
 func startDaemon(t *testing.T, binDir string, reg *testimages.Registry, out string) *daemon.Daemon {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "nodecri-critest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// MkdirTemp's 0700 would keep the root of a user-namespaced pod, an
-	// unprivileged host UID, from reaching its rootfs under state/.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
 	// One fixed network: critest binds fixed host ports (12000-12003), so
 	// two runs cannot share a machine anyway.
-	l := daemon.NewLayout(dir, binDir, "", daemon.Network{Name: "nodecri-critest", Bridge: "nccritest0", Subnet: "10.216.0.0/24"})
+	l := daemon.NewTestLayout(t, daemon.TestOptions{
+		Prefix:  "nodecri-critest-",
+		BinDir:  binDir,
+		Network: daemon.Network{Name: "nodecri-critest", Bridge: "nccritest0", Subnet: "10.216.0.0/24"},
+		LogCopy: filepath.Join(out, "containerd.log"),
+	})
 	if err := l.WriteConflist(); err != nil {
 		t.Fatal(err)
 	}
-	hosts := filepath.Join(dir, "certs.d")
+	hosts := filepath.Join(l.Dir, "certs.d")
 	testimages.WriteHostsDir(t, hosts, reg.Addr, testimages.CritestMirrors...)
 	l.CRI()["registry"] = map[string]any{"config_path": hosts}
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	d, err := daemon.Start(ctx, filepath.Join(binDir, "containerd"), l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		removePods(t, d)
-		if err := d.Stop(); err != nil {
-			t.Errorf("stopping daemon (pid %d): %v", d.PID(), err)
-		}
-		sweep(t, l)
-		if b, err := os.ReadFile(d.LogPath); err == nil {
-			_ = os.WriteFile(filepath.Join(out, "containerd.log"), b, 0o644)
-		}
-		// The bridge plugin creates the bridge and never deletes it.
-		if _, err := os.Stat("/sys/class/net/" + l.Network.Bridge); err == nil {
-			if b, err := exec.Command("ip", "link", "delete", l.Network.Bridge).CombinedOutput(); err != nil {
-				t.Logf("ip link delete %s: %v: %s", l.Network.Bridge, err, b)
-			}
-		}
-		if t.Failed() {
-			t.Logf("daemon folder kept for inspection: %s", dir)
-			return
-		}
-		removeUnlessMounted(t, dir)
-	})
-	return d
-}
-
-// sweep ends what the daemon left behind when it could not remove its
-// pods: the containers in its runtime roots, the shims serving it (found
-// by their -address) and the mounts below its folder.
-func sweep(t *testing.T, l *daemon.Layout) {
-	runtimes, _ := l.CRI()["containerd"].(map[string]any)["runtimes"].(map[string]any)
-	for _, rt := range runtimes {
-		opts, _ := rt.(map[string]any)["options"].(map[string]any)
-		bin, _ := opts["BinaryName"].(string)
-		root, _ := opts["Root"].(string)
-		// The shim keeps one runtime root per containerd namespace.
-		namespaces, _ := filepath.Glob(filepath.Join(root, "*"))
-		for _, ns := range namespaces {
-			out, _ := exec.Command(bin, "--root", ns, "list", "-q").Output()
-			for _, id := range strings.Fields(string(out)) {
-				b, err := exec.Command(bin, "--root", ns, "delete", "--force", id).CombinedOutput()
-				t.Logf("leftover container %s deleted: %v %s", id, err, bytes.TrimSpace(b))
-			}
-		}
-	}
-	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range cmdlines {
-		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte("\x00-address\x00"+l.Socket+"\x00")) {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-				t.Logf("leftover shim %d killed: %v", pid, syscall.Kill(pid, syscall.SIGKILL))
-			}
-		}
-	}
-	mounts := mountsBelow(l.Dir)
-	for i := len(mounts) - 1; i >= 0; i-- { // innermost first
-		t.Logf("leftover mount %s unmounted: %v", mounts[i], syscall.Unmount(mounts[i], syscall.MNT_DETACH))
-	}
-}
-
-// mountsBelow lists the mount points below dir, in mount order.
-func mountsBelow(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		// The fifth field is the mount point.
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
-	return mounts
-}
-
-// removeUnlessMounted removes dir unless something is still mounted below
-// it (a container or a spec cut short), which RemoveAll would descend into.
-func removeUnlessMounted(t *testing.T, dir string) {
-	if mounts := mountsBelow(dir); len(mounts) > 0 {
-		t.Logf("%s kept: %s is still mounted", dir, mounts[0])
-		return
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		t.Logf("removing %s: %v", dir, err)
-	}
-}
-
-// removePods stops and removes the pods critest left behind (after an
-// interrupted run), so that no container outlives the daemon.
-func removePods(t *testing.T, d *daemon.Daemon) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		return // ListPodSandbox is not implemented yet, or the daemon is gone
-	}
-	for _, p := range pods.Items {
-		_, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id})
-		if err == nil {
-			_, err = d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
-		}
-		t.Logf("leftover pod %s (%s) removed: %v", p.Id, p.GetMetadata().GetName(), err)
-	}
+	return daemon.StartTest(t, filepath.Join(binDir, "containerd"), l)
 }
 
 // runCritest runs bin/critest with args, its output going to critest.log
@@ -311,7 +198,7 @@ func runCritest(t *testing.T, binDir, out string, args []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer removeUnlessMounted(t, tmp)
+	defer daemon.RemoveUnlessMounted(t, tmp)
 	// ginkgo is found on PATH.
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
