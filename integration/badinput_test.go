@@ -3,126 +3,13 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
-	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/nodecri/nodecri/integration/daemon"
 )
-
-// ctrClient is a containerd client on the daemon's socket, in the CRI's
-// namespace, to list what the CRI made.
-func ctrClient(t testing.TB, l *daemon.Layout) *containerd.Client {
-	t.Helper()
-	c, err := containerd.New(l.Socket, containerd.WithDefaultNamespace("k8s.io"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// residue lists, by name, what a request could leave on the host: the
-// plugin's pod and container folders and netns pins, pod log folders,
-// IPAM reservations, veths on the pod bridge, mounts under the daemon's
-// folder, shims, container cgroups, and containerd's containers, tasks
-// and snapshots.
-func residue(t testing.TB, l *daemon.Layout, c *containerd.Client) map[string][]string {
-	t.Helper()
-	r := map[string][]string{}
-	names := func(key, dir string, keep func(string) bool) {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if keep == nil || keep(e.Name()) {
-				r[key] = append(r[key], e.Name())
-			}
-		}
-	}
-	cri := "io.containerd.grpc.v1.cri"
-	names("pod folders", filepath.Join(l.Dir, "root", cri, "sandboxes"), nil)
-	names("pod state folders", filepath.Join(l.Dir, "state", cri, "sandboxes"), nil)
-	names("netns pins", filepath.Join(l.Dir, "state", cri, "netns"), nil)
-	names("container folders", filepath.Join(l.Dir, "root", cri, "containers"), nil)
-	names("fifo folders", filepath.Join(l.Dir, "state", cri, "fifo"), nil)
-	names("pod log folders", filepath.Join(l.Dir, "pods"), nil)
-	names("ipam", filepath.Join(l.IPAMDir(), l.Network.Name), func(n string) bool { return !strings.HasPrefix(n, "last_reserved") && n != "lock" })
-	names("veths", filepath.Join("/sys/class/net", l.Network.Bridge, "brif"), nil)
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], l.Dir+"/") {
-			r["mounts"] = append(r["mounts"], f[4])
-		}
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, _ := os.ReadFile(p)
-		if strings.Contains(string(b), "containerd-shim") && strings.Contains(string(b), l.Socket) {
-			r["shims"] = append(r["shims"], filepath.Base(filepath.Dir(p)))
-		}
-	}
-	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", filepath.Base(l.Dir), "*", "*"))
-	for _, cg := range cgs {
-		if fi, err := os.Stat(cg); err == nil && fi.IsDir() {
-			r["cgroups"] = append(r["cgroups"], cg)
-		}
-	}
-	ctx := ctxT(t)
-	cs, err := c.Containers(ctx)
-	if err != nil {
-		t.Fatalf("list containerd containers: %v", err)
-	}
-	for _, ct := range cs {
-		r["containers"] = append(r["containers"], ct.ID())
-	}
-	ts, err := c.TaskService().List(ctx, &tasksapi.ListTasksRequest{})
-	if err != nil {
-		t.Fatalf("list tasks: %v", err)
-	}
-	for _, tk := range ts.Tasks {
-		r["tasks"] = append(r["tasks"], tk.ID)
-	}
-	err = c.SnapshotService("overlayfs").Walk(ctx, func(_ context.Context, i snapshots.Info) error {
-		if i.Kind == snapshots.KindActive {
-			r["snapshots"] = append(r["snapshots"], i.Name)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk snapshots: %v", err)
-	}
-	for k := range r {
-		slices.Sort(r[k])
-	}
-	return r
-}
-
-// residueDiff says what after has that before has not, and the reverse.
-func residueDiff(before, after map[string][]string) string {
-	var b strings.Builder
-	for _, k := range []string{"pod folders", "pod state folders", "netns pins", "container folders", "fifo folders", "pod log folders",
-		"ipam", "veths", "mounts", "shims", "cgroups", "containers", "tasks", "snapshots"} {
-		for _, v := range after[k] {
-			if !slices.Contains(before[k], v) {
-				fmt.Fprintf(&b, "new %s: %s\n", k, v)
-			}
-		}
-		for _, v := range before[k] {
-			if !slices.Contains(after[k], v) {
-				fmt.Fprintf(&b, "gone %s: %s\n", k, v)
-			}
-		}
-	}
-	return b.String()
-}
 
 // Bad requests are refused with InvalidArgument before anything is made:
 // path traversal in IDs, names and paths, absurd sizes, missing fields,
@@ -132,7 +19,6 @@ func residueDiff(before, after map[string][]string) string {
 func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 	p := newPod(t)
 	d, l := p.d, p.l
-	client := ctrClient(t, l)
 
 	mb := strings.Repeat("x", 1<<20)
 	hugeLabels := map[string]string{}
@@ -306,17 +192,17 @@ func TestBadInputRefusedWithoutSideEffects(t *testing.T) {
 		}},
 	}
 
-	if r := residue(t, l, client); len(r["containers"]) != 1 || len(r["netns pins"]) != 1 {
+	if r := takeCensus(t, l); r.count("containers") != 1 || r.count("netns pins") != 1 {
 		t.Fatalf("expected the one pod: %v", r)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := residue(t, l, client)
+			before := takeCensus(t, l)
 			err := tc.call(ctxT(t))
 			if status.Code(err) != codes.InvalidArgument {
 				t.Errorf("got %v, want InvalidArgument", err)
 			}
-			if diff := residueDiff(before, residue(t, l, client)); diff != "" {
+			if diff := before.diff(takeCensus(t, l)); diff != "" {
 				t.Errorf("the refused request left:\n%s", diff)
 			}
 		})

@@ -69,7 +69,6 @@ func TestChurn(t *testing.T) {
 	// Info: debug logging of every call would dominate the loop.
 	d, l := podEnv(t, withLogLevel("info"))
 	mustPull(t, d, "busybox:1.36")
-	client := ctrClient(t, l)
 
 	cycle := func(i int) {
 		t.Helper()
@@ -98,7 +97,7 @@ func TestChurn(t *testing.T) {
 		cycle(-1 - i)
 	}
 	time.Sleep(3 * time.Second)
-	base, baseHost := daemonUsage(t, d), residue(t, l, client)
+	base, baseHost := daemonUsage(t, d), takeCensus(t, l)
 
 	start := time.Now()
 	for i := range n {
@@ -127,7 +126,7 @@ func TestChurn(t *testing.T) {
 	if !within(after) {
 		t.Errorf("goroutines %d -> %d (at most +20), fds %d -> %d (at most +10)", base.goroutines, after.goroutines, base.fds, after.fds)
 	}
-	if diff := residueDiff(baseHost, residue(t, l, client)); diff != "" {
+	if diff := baseHost.diff(takeCensus(t, l)); diff != "" {
 		t.Errorf("after %d cycles the host holds:\n%s", n, diff)
 	}
 }

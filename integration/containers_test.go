@@ -316,10 +316,9 @@ func TestContainerEnvironmentAsUpstream(t *testing.T) {
 	if r, _ := p.exec(t, id, 5, "sh", "-c", "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes"); r == nil || r.ExitCode == 0 {
 		t.Error("/sys/fs/cgroup is writable in an unprivileged container")
 	}
-	mountinfo := p.mustExec(t, id, "cat", "/proc/self/mountinfo")
-	for _, line := range strings.Split(mountinfo, "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == "/run" || f[4] == "/proc/kcore" || f[4] == "/proc/sys") {
-			t.Errorf("unexpected mount at %s: %s", f[4], line)
+	for _, m := range daemon.ParseMountinfo(p.mustExec(t, id, "cat", "/proc/self/mountinfo")) {
+		if m.Point == "/run" || m.Point == "/proc/kcore" || m.Point == "/proc/sys" {
+			t.Errorf("unexpected mount at %s: %s", m.Point, m.Line)
 		}
 	}
 
@@ -387,14 +386,14 @@ func testSecondHandler(t *testing.T, handler string) {
 
 func TestFailedCreateLeavesNothing(t *testing.T) {
 	p := newPod(t)
-	before := countHost(t, p.l)
+	before := takeCensus(t, p.l)
 	cfg := busybox("baddev", "true")
 	cfg.Devices = []*runtimeapi.Device{{HostPath: "/dev/nodecri-no-such-device", ContainerPath: "/dev/x", Permissions: "rw"}}
 	if _, err := p.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: cfg}); err == nil {
 		t.Fatal("CreateContainer with a missing device succeeded")
 	}
-	if after := countHost(t, p.l); after != before {
-		t.Errorf("failed create left %+v, want %+v", after, before)
+	if diff := before.diff(takeCensus(t, p.l), kubeletOwned...); diff != "" {
+		t.Errorf("failed create left:\n%s", diff)
 	}
 	if _, err := p.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "noimg"}, Image: &runtimeapi.ImageSpec{Image: "docker.io/library/nosuch:1"}}}); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "nosuch") {
@@ -439,7 +438,7 @@ func TestUnknownAndRepeatedContainerCalls(t *testing.T) {
 // Stopping and removing the pod takes its containers with it.
 func TestPodTeardownTakesContainers(t *testing.T) {
 	p := newPod(t)
-	before := countHost(t, p.l)
+	before := takeCensus(t, p.l)
 	id := p.run(t, busybox("inpod", "sleep", "1000"))
 	if _, err := p.d.Runtime.StopPodSandbox(ctxT(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
 		t.Fatal(err)
@@ -454,10 +453,12 @@ func TestPodTeardownTakesContainers(t *testing.T) {
 	if len(list.Containers) != 0 {
 		t.Errorf("containers left: %v", list.Containers)
 	}
-	after := countHost(t, p.l)
+	after := takeCensus(t, p.l)
 	// The pod itself was counted in before.
-	if after.containers != before.containers-1 || after.tasks != before.tasks-1 || after.snapshots != before.snapshots-1 {
-		t.Errorf("after pod removal: %+v (before, with the pod: %+v)", after, before)
+	for _, kind := range []string{"containers", "tasks", "snapshots"} {
+		if after.count(kind) != before.count(kind)-1 {
+			t.Errorf("after pod removal: %s %v (before, with the pod: %v)", kind, after[kind], before[kind])
+		}
 	}
 }
 
@@ -503,7 +504,7 @@ func TestImageVolume(t *testing.T) {
 	mustPull(t, d, "data:1")
 	cfg := podConfig(l, "imgvol")
 	p := &pod{d: d, l: l, id: runPod(t, d, cfg), cfg: cfg}
-	before := countHost(t, l)
+	before := takeCensus(t, l)
 
 	c := busybox("reader", "sleep", "1000")
 	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: "data:1"}}}
@@ -517,12 +518,13 @@ func TestImageVolume(t *testing.T) {
 	if _, err := d.Runtime.RemoveContainer(ctxT(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mi), id+"-imgvol-") {
-		t.Error("image volume still mounted after RemoveContainer")
+	for _, m := range daemon.Mounts() {
+		if strings.Contains(m.Line, id+"-imgvol-") {
+			t.Errorf("image volume still mounted after RemoveContainer: %s", m.Point)
+		}
 	}
-	if after := countHost(t, l); after != before {
-		t.Errorf("after removal: %+v, want %+v", after, before)
+	if diff := before.diff(takeCensus(t, l), kubeletOwned...); diff != "" {
+		t.Errorf("after removal:\n%s", diff)
 	}
 	if strings.Contains(ctrSnapshots(t, l), id) {
 		t.Error("image volume view left behind")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,14 +44,6 @@ func failpointBinary(t *testing.T) string {
 type faultEnv struct {
 	l *daemon.Layout
 	d *daemon.Daemon // the current daemon, possibly dead
-}
-
-// faultState is what a pod or container can leave behind.
-type faultState struct {
-	hostState
-	mounts       int // anything mounted under the daemon's folder
-	allSnapshots int // image volume views too
-	leases       int // holding something: an empty one pins nothing and expires
 }
 
 func newFaultEnv(t *testing.T) *faultEnv {
@@ -104,41 +94,10 @@ func (e *faultEnv) restart(t *testing.T) {
 	e.d = e.launch(t, binary, "")
 }
 
-func (e *faultEnv) count(t *testing.T) faultState {
+// count takes the census of the fault env's folder.
+func (e *faultEnv) count(t *testing.T) census {
 	t.Helper()
-	s := faultState{hostState: countHost(t, e.l)}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], e.l.Dir+"/") {
-			s.mounts++
-		}
-	}
-	ctr := func(args ...string) []string {
-		out, err := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", e.l.Socket, "-n", "k8s.io"}, args...)...).Output()
-		if err != nil {
-			t.Fatalf("ctr %v: %v", args, err)
-		}
-		return strings.Split(strings.TrimSpace(string(out)), "\n")
-	}
-	s.allSnapshots = len(ctr("snapshots", "ls")) - 1 // less the header
-	c, err := containerd.New(e.l.Socket, containerd.WithDefaultNamespace("k8s.io"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ls, err := c.LeasesService().List(ctxT(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range ls {
-		if res, err := c.LeasesService().ListResources(ctxT(t), l); err != nil || len(res) > 0 {
-			s.leases++
-		}
-	}
-	return s
+	return takeCensus(t, e.l)
 }
 
 // containerConfig runs a long sleep with an image volume, so container
@@ -237,8 +196,8 @@ func TestFaultAtEveryFailpoint(t *testing.T) {
 			e.d = e.launch(t, fpBin, name+"=kill")
 			before := e.count(t)
 			e.atFailpoint(t, name)
-			if after := e.count(t); after != before {
-				t.Errorf("left behind: %+v, want %+v", after, before)
+			if diff := before.diff(e.count(t), kubeletOwned...); diff != "" {
+				t.Errorf("left behind:\n%s", diff)
 			}
 			t.Logf("%s: %v", name, time.Since(start).Round(time.Millisecond))
 		})
@@ -408,8 +367,8 @@ func TestFaultRandomKills(t *testing.T) {
 	if cs, err := e.d.Runtime.ListContainers(ctxT(t), &runtimeapi.ListContainersRequest{}); err != nil || len(cs.Containers) != 0 {
 		t.Errorf("containers left after the loop: %v %v", cs, err)
 	}
-	if after := e.count(t); after != baseline {
-		t.Errorf("left behind: %+v, want %+v", after, baseline)
+	if diff := baseline.diff(e.count(t), kubeletOwned...); diff != "" {
+		t.Errorf("left behind:\n%s", diff)
 	}
 }
 
@@ -571,7 +530,7 @@ func TestFaultHostNetworkPodRetry(t *testing.T) {
 		t.Errorf("pod after the retry: %v", st.State)
 	}
 	stopRemove(t, e.d, id)
-	if after := e.count(t); after != before {
-		t.Errorf("left behind: %+v, want %+v", after, before)
+	if diff := before.diff(e.count(t), kubeletOwned...); diff != "" {
+		t.Errorf("left behind:\n%s", diff)
 	}
 }

@@ -57,7 +57,7 @@ func TestOnlyOurCRIPlugin(t *testing.T) {
 		if strings.HasPrefix(f[0], "io.containerd.cri.v1") {
 			t.Errorf("upstream CRI plugin loaded: %s", line)
 		}
-		if f[0] == "io.containerd.grpc.v1" && f[1] == "cri" {
+		if f[0]+"."+f[1] == daemon.CRISection { // TYPE and ID columns
 			cri = append(cri, line)
 			if f[len(f)-1] != "ok" {
 				t.Errorf("cri plugin not ok: %s", line)
@@ -65,7 +65,7 @@ func TestOnlyOurCRIPlugin(t *testing.T) {
 		}
 	}
 	if len(cri) != 1 {
-		t.Errorf("want exactly one io.containerd.grpc.v1 cri plugin, got %d:\n%s", len(cri), out)
+		t.Errorf("want exactly one %s plugin, got %d:\n%s", daemon.CRISection, len(cri), out)
 	}
 }
 
@@ -176,7 +176,7 @@ func TestStatusRuntimeHandlersAndInfo(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.Info["config"]), &cfg); err != nil {
 		t.Fatalf("info[config] is not JSON: %v: %q", err, st.Info["config"])
 	}
-	if want := filepath.Join(l.Dir, "state", "io.containerd.grpc.v1.cri"); cfg.StateDir != want {
+	if want := filepath.Join(l.Dir, "state", daemon.CRISection); cfg.StateDir != want {
 		t.Errorf("stateDir = %q, want %q", cfg.StateDir, want)
 	}
 	if cfg.SandboxImg != "registry.k8s.io/pause:3.10.2" || cfg.MaxDownload != 3 || cfg.CNI.ConfDir != l.CNIConfDir {
@@ -420,13 +420,13 @@ func TestConfigDumpShowsDefaults(t *testing.T) {
 		t.Fatalf("config dump: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"[plugins.'io.containerd.grpc.v1.cri']",
+		"[plugins.'" + daemon.CRISection + "']",
 		"sandbox_image = 'registry.k8s.io/pause:3.10.2'",
 		"max_container_log_line_size = 16384",
 		"stats_collect_period = 10",
 		"snapshotter = 'overlayfs'",
-		"[plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc]",
-		"[plugins.'io.containerd.grpc.v1.cri'.registry]",
+		"[plugins.'" + daemon.CRISection + "'.containerd.runtimes.runc]",
+		"[plugins.'" + daemon.CRISection + "'.registry]",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("config dump lacks %s", want)

@@ -27,8 +27,7 @@ func TestCreateContainerRacesRemovePodSandbox(t *testing.T) {
 	}
 	d, l := podEnv(t)
 	mustPull(t, d, "busybox:1.36")
-	client := ctrClient(t, l)
-	before := residue(t, l, client)
+	before := takeCensus(t, l)
 	created := 0
 	for i := range n {
 		cfg := podConfig(l, fmt.Sprintf("race%d", i))
@@ -82,7 +81,7 @@ func TestCreateContainerRacesRemovePodSandbox(t *testing.T) {
 	}
 	t.Logf("%d of %d creates made a container before the pod went", created, n)
 	eventually(t, "nothing left on the host", func() (bool, string) {
-		diff := residueDiff(before, residue(t, l, client))
+		diff := before.diff(takeCensus(t, l))
 		return diff == "", diff
 	})
 }

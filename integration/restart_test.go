@@ -22,7 +22,7 @@ func TestRestartAfterKill9KeepsEverything(t *testing.T) { testRestart(t, true) }
 func testRestart(t *testing.T, crash bool) {
 	d, l := podEnv(t)
 	mustPull(t, d, "busybox:1.36")
-	baseline := countHost(t, l)
+	baseline := takeCensus(t, l)
 	cfg := podConfig(l, "survivor")
 	p := &pod{d: d, l: l, id: runPod(t, d, cfg), cfg: cfg}
 	ticker := p.run(t, busybox("ticker", "sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"))
@@ -70,8 +70,8 @@ func testRestart(t *testing.T, crash bool) {
 		t.Errorf("RunPodSandbox under the recovered pod's name: %v %v, want %s", r, err, p.id)
 	}
 	stopRemove(t, d2, p.id)
-	if after := countHost(t, l); after != baseline {
-		t.Errorf("after removal: %+v, want %+v", after, baseline)
+	if diff := baseline.diff(takeCensus(t, l), kubeletOwned...); diff != "" {
+		t.Errorf("after removal:\n%s", diff)
 	}
 }
 

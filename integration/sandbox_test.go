@@ -240,60 +240,9 @@ func TestStopRemoveIdempotent(t *testing.T) {
 	}
 }
 
-// hostState counts what pods leave on the host, to compare before and after.
-type hostState struct {
-	ipam, veths, netnsPins, shims, cgroups, containers, tasks, snapshots, fifoDirs int
-}
-
-func countHost(t *testing.T, l *daemon.Layout) hostState {
-	t.Helper()
-	var s hostState
-	entries, _ := os.ReadDir(filepath.Join(l.IPAMDir(), l.Network.Name))
-	for _, e := range entries {
-		if net.ParseIP(e.Name()) != nil {
-			s.ipam++
-		}
-	}
-	out, _ := exec.Command("ip", "-o", "link", "show", "master", l.Network.Bridge).Output()
-	s.veths = strings.Count(string(out), "\n")
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	s.netnsPins = strings.Count(string(mi), filepath.Join(l.Dir, "state")+"/")
-	fifos, _ := os.ReadDir(filepath.Join(l.Dir, "state", "io.containerd.grpc.v1.cri", "fifo"))
-	s.fifoDirs = len(fifos)
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, _ := os.ReadFile(p)
-		if strings.Contains(string(b), "containerd-shim") && strings.Contains(string(b), l.Socket) {
-			s.shims++
-		}
-	}
-	cg, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", filepath.Base(l.Dir), "*", "*"))
-	for _, c := range cg {
-		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
-			s.cgroups++
-		}
-	}
-	ctr := func(args ...string) int {
-		out, err := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", l.Socket, "-n", "k8s.io"}, args...)...).Output()
-		if err != nil {
-			t.Fatalf("ctr %v: %v", args, err)
-		}
-		return len(strings.Fields(string(out)))
-	}
-	s.containers = ctr("containers", "ls", "-q")
-	s.tasks = ctr("tasks", "ls", "-q")
-	out, _ = exec.Command(filepath.Join(binDir, "ctr"), "--address", l.Socket, "-n", "k8s.io", "snapshots", "ls").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "Active") {
-			s.snapshots++
-		}
-	}
-	return s
-}
-
 func TestTwentyConcurrentPodsThenNothingLeft(t *testing.T) {
 	d, l := podEnv(t)
-	before := countHost(t, l)
+	before := takeCensus(t, l)
 	const n = 20
 	ids := make([]string, n)
 	errs := make([]error, n)
@@ -321,9 +270,11 @@ func TestTwentyConcurrentPodsThenNothingLeft(t *testing.T) {
 		}
 		ips[st.Network.Ip] = true
 	}
-	during := countHost(t, l)
-	if during.ipam != before.ipam+n || during.veths != before.veths+n || during.tasks != before.tasks+n {
-		t.Errorf("with %d pods: %+v (before %+v)", n, during, before)
+	during := takeCensus(t, l)
+	for _, kind := range []string{"ipam", "veths", "tasks"} {
+		if during.count(kind) != before.count(kind)+n {
+			t.Errorf("with %d pods: %d %s (before %d)", n, during.count(kind), kind, before.count(kind))
+		}
 	}
 	list, err := d.Runtime.ListPodSandbox(ctxT(t), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 		State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
@@ -346,20 +297,20 @@ func TestTwentyConcurrentPodsThenNothingLeft(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if after := countHost(t, l); after != before {
-		t.Errorf("after stop and remove: %+v, want %+v", after, before)
+	if diff := before.diff(takeCensus(t, l), kubeletOwned...); diff != "" {
+		t.Errorf("after stop and remove:\n%s", diff)
 	}
 }
 
 func TestFailingCNILeavesNothing(t *testing.T) {
 	d, l := podEnv(t, withChainedPlugin(map[string]any{"type": "nodecri-test", "failAdd": true}))
-	before := countHost(t, l)
+	before := takeCensus(t, l)
 	_, err := d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: podConfig(l, "cnifail")})
 	if err == nil || !strings.Contains(err.Error(), "injected ADD failure") {
 		t.Fatalf("RunPodSandbox with a failing CNI plugin: %v", err)
 	}
-	if after := countHost(t, l); after != before {
-		t.Errorf("a failed RunPodSandbox left %+v, want %+v", after, before)
+	if diff := before.diff(takeCensus(t, l), kubeletOwned...); diff != "" {
+		t.Errorf("a failed RunPodSandbox left:\n%s", diff)
 	}
 	list, _ := d.Runtime.ListPodSandbox(ctxT(t), &runtimeapi.ListPodSandboxRequest{})
 	if len(list.Items) != 0 {
@@ -374,13 +325,13 @@ func TestUnpullableSandboxImageFailsCleanly(t *testing.T) {
 	l.CRI()["sandbox_image"] = "registry.k8s.io/pause:nosuch"
 	l.WriteConflist()
 	d := start(t, l)
-	before := countHost(t, l)
+	before := takeCensus(t, l)
 	_, err := d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: podConfig(l, "noimage")})
 	if err == nil || !strings.Contains(err.Error(), "pause:nosuch") {
 		t.Fatalf("RunPodSandbox without its image: %v", err)
 	}
-	if after := countHost(t, l); after != before {
-		t.Errorf("left %+v, want %+v", after, before)
+	if diff := before.diff(takeCensus(t, l), kubeletOwned...); diff != "" {
+		t.Errorf("left:\n%s", diff)
 	}
 }
 

@@ -30,14 +30,7 @@ func TestUpgradeInPlaceRecoversPods(t *testing.T) {
 	}
 	old := daemon.StartTest(t, prev, l)
 	mustPull(t, old, "busybox:1.36")
-	client := ctrClient(t, l)
-	// Pod log folders are the kubelet's to remove.
-	census := func() map[string][]string {
-		r := residue(t, l, client)
-		delete(r, "pod log folders")
-		return r
-	}
-	baseline := census()
+	baseline := takeCensus(t, l)
 
 	readyCfg := podConfig(l, "ready")
 	ready := &pod{d: old, l: l, id: runPod(t, old, readyCfg), cfg: readyCfg}
@@ -81,7 +74,7 @@ func TestUpgradeInPlaceRecoversPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "nothing left after the upgraded daemon removed the pods", func() (bool, string) {
-		diff := residueDiff(baseline, census())
+		diff := baseline.diff(takeCensus(t, l), kubeletOwned...)
 		return diff == "", diff
 	})
 }

@@ -4,17 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodecri/nodecri/integration/daemon"
 )
 
 // The two measurements made with cri-tools' own clients, as an operator or
@@ -232,53 +232,28 @@ func critestBench(ctx context.Context, t *testing.T, targets []*target, res *res
 }
 
 // runCritestBench runs bin/critest -benchmark against tg, its output in
-// dir/critest.log, in a process group of its own that is killed at the
-// end, so that nothing outlives it.
+// dir/critest.log (daemon.RunCritest).
 func runCritestBench(ctx context.Context, t *testing.T, tg *target, binDir, dir, params string) {
-	logf, err := os.Create(filepath.Join(dir, "critest.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	// critest's specs may leave files in TMPDIR: one removed afterwards.
-	tmp, err := os.MkdirTemp("", "nodecri-bench-critest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(ctx, critestTimeout)
-	defer cancel()
 	ep := "unix://" + tg.l.Socket
 	// No -parallel: above 1 critest execs the ginkgo CLI, and the
 	// benchmarks are meant one at a time.
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "critest"),
-		"-benchmark",
-		"-runtime-endpoint="+ep,
-		"-image-endpoint="+ep,
-		"-benchmarking-params-file="+params,
-		"-benchmarking-output-dir="+dir,
-		"-ginkgo.json-report="+filepath.Join(dir, "report.json"),
-		"-ginkgo.timeout="+(critestTimeout-time.Minute).String(),
-		"-ginkgo.no-color",
-	)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Wait()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // whatever is left of the group
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
+	timedOut := daemon.RunCritest(ctx, t, daemon.Critest{
+		Binary: filepath.Join(binDir, "critest"),
+		Dir:    dir,
+		Args: []string{
+			"-benchmark",
+			"-runtime-endpoint=" + ep,
+			"-image-endpoint=" + ep,
+			"-benchmarking-params-file=" + params,
+			"-benchmarking-output-dir=" + dir,
+			"-ginkgo.json-report=" + filepath.Join(dir, "report.json"),
+			"-ginkgo.timeout=" + (critestTimeout - time.Minute).String(),
+			"-ginkgo.no-color",
+		},
+		Timeout: critestTimeout,
+	})
+	if timedOut {
 		t.Logf("%s: critest still running after %s: killed", tg.name, critestTimeout)
-	case errors.As(err, &exit):
-		// A failed spec: the report says which.
-	case err != nil:
-		t.Fatalf("%s: critest: %v", tg.name, err)
 	}
 }
 

@@ -28,14 +28,12 @@ package critest
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -172,52 +170,12 @@ func startDaemon(t *testing.T, binDir string, reg *testimages.Registry, out stri
 }
 
 // runCritest runs bin/critest with args, its output going to critest.log
-// in out. critest execs the ginkgo CLI, which runs two more critest
-// processes: they all get a process group of their own, so that nothing is
-// left running afterwards, even when ginkgo's own timeout did not end them.
+// in out (daemon.RunCritest).
 func runCritest(t *testing.T, binDir, out string, args []string) {
 	t.Helper()
-	logf, err := os.Create(filepath.Join(out, "critest.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), critestTimeout+time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "critest"), args...)
-	cmd.Dir = out
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// critest leaves a folder in TMPDIR per run (and its specs their
-	// host paths): give it one that is removed afterwards.
-	tmp, err := os.MkdirTemp("", "nodecri-critest-tmp-")
-	if err == nil {
-		// Searchable, as /tmp is, for host paths mounted into
-		// user-namespaced pods.
-		err = os.Chmod(tmp, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer daemon.RemoveUnlessMounted(t, tmp)
-	// ginkgo is found on PATH.
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-
-	t.Logf("running critest %s (output: %s)", strings.Join(args, " "), logf.Name())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Wait()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // whatever is left of the group
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Errorf("critest still running after %s: killed", critestTimeout+time.Minute)
-	case errors.As(err, &exit):
-		// Failed specs: the report says which.
-	case err != nil:
-		t.Fatalf("critest: %v", err)
+	c := daemon.Critest{Binary: filepath.Join(binDir, "critest"), Dir: out, Args: args, Timeout: critestTimeout + time.Minute}
+	if daemon.RunCritest(context.Background(), t, c) {
+		t.Errorf("critest still running after %s: killed", c.Timeout)
 	}
 }
 

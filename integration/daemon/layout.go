@@ -110,7 +110,7 @@ func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
 		"imports": []string{},
 		// A bad CRI section stops the daemon rather than leaving one that
 		// answers only Unimplemented.
-		"required_plugins": []string{"io.containerd.grpc.v1.cri"},
+		"required_plugins": []string{CRISection},
 		// NRI is not integrated with nodecri yet.
 		"disabled_plugins": []string{"io.containerd.nri.v1.nri"},
 		"plugins":          servers,
