@@ -204,133 +204,192 @@ func TestFaultAtEveryFailpoint(t *testing.T) {
 	}
 }
 
-// atFailpoint sets up what the failpoint's call needs, issues the call (the
-// daemon dies), restarts the daemon, retries the call as the kubelet would
-// and takes the pod down.
-func (e *faultEnv) atFailpoint(t *testing.T, name string) {
-	cfg := podConfig(e.l, "fp")
-	ccfg := containerConfig("work")
-	var podID, ctrID string
-	runPodNow := func() { podID = runPod(t, e.d, cfg) }
-	createNow := func() {
-		p := &pod{d: e.d, l: e.l, id: podID, cfg: cfg}
-		ctrID = p.create(t, ccfg)
-	}
-	startNow := func(ctx context.Context) error {
-		_, err := e.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID})
-		return err
-	}
-	switch kind := name[:strings.LastIndex(name, ".")]; kind {
-	case "sandbox.run":
-		e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
-			_, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
-			return err
-		})
-		e.restart(t)
-		var listed []string
-		for _, p := range podsNamed(t, e.d, cfg) {
-			listed = append(listed, p.Id)
-		}
-		// The kubelet's retry: the same config, so the same name.
-		r, err := e.d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
-		if err != nil {
-			t.Fatalf("RunPodSandbox retry: %v", err)
-		}
-		podID = r.PodSandboxId
-		handedOrFresh(t, "RunPodSandbox", listed, podID, name == "sandbox.run.after-ready")
-		if st, _ := podStatus(t, e.d, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.Network.GetIp() == "" {
-			t.Errorf("pod after the retry: %v, IP %q", st.State, st.Network.GetIp())
-		}
-		createNow()
-		retry(t, "StartContainer", startNow)
-	case "container.create":
-		runPodNow()
-		e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
-			_, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ccfg, SandboxConfig: cfg})
-			return err
-		})
-		e.restart(t)
-		var listed []string
-		for _, c := range containersOf(t, e.d, podID) {
-			listed = append(listed, c.Id)
-		}
-		r, err := e.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ccfg, SandboxConfig: cfg})
-		if err != nil {
-			t.Fatalf("CreateContainer retry: %v", err)
-		}
-		ctrID = r.ContainerId
-		handedOrFresh(t, "CreateContainer", listed, ctrID, name == "container.create.after-record")
-		retry(t, "StartContainer", startNow)
-	case "container.start":
-		runPodNow()
-		createNow()
-		e.crash(t, name, func(ctx context.Context, _ *daemon.Daemon) error { return startNow(ctx) })
-		e.restart(t)
-		// The kubelet starts the container again; a start the crash did
-		// not stop is refused, the container running.
-		err := startNow(ctxT(t))
-		p := &pod{d: e.d, l: e.l, id: podID, cfg: cfg}
-		if st := p.status(t, ctrID); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-			t.Errorf("container after the StartContainer retry (%v): %v %s", err, st.State, st.Message)
-		}
-	case "container.remove":
-		runPodNow()
-		createNow()
-		retry(t, "StartContainer", startNow)
-		e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
-			_, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID})
-			return err
-		})
-		e.restart(t)
-		retry(t, "RemoveContainer", func(ctx context.Context) error {
-			_, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID})
-			return err
-		})
-		if cs := containersOf(t, e.d, podID); len(cs) != 0 {
-			t.Errorf("containers after RemoveContainer: %v", cs)
-		}
-	case "sandbox.stop", "sandbox.network":
-		runPodNow()
-		createNow()
-		retry(t, "StartContainer", startNow)
-		e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
-			_, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-			return err
-		})
-		e.restart(t)
-		retry(t, "StopPodSandbox", func(ctx context.Context) error {
-			_, err := e.d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-			return err
-		})
-		if st, _ := podStatus(t, e.d, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+// faultRun is one failpoint case's pod and container.
+type faultRun struct {
+	e            *faultEnv
+	name         string // the failpoint
+	cfg          *runtimeapi.PodSandboxConfig
+	ccfg         *runtimeapi.ContainerConfig
+	podID, ctrID string
+}
+
+func (r *faultRun) pod() *pod { return &pod{d: r.e.d, l: r.e.l, id: r.podID, cfg: r.cfg} }
+
+// start starts the container on the current daemon.
+func (r *faultRun) start(ctx context.Context) error {
+	_, err := r.e.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: r.ctrID})
+	return err
+}
+
+// faultStage is how far a case takes its pod before the call the daemon
+// dies in.
+type faultStage int
+
+const (
+	noPod faultStage = iota
+	podReady
+	containerCreated
+	containerRunning
+)
+
+// faultScenario is what happens at one kind of failpoint (its name less
+// the last part): the call the daemon dies in, made once the pod is at
+// stage, and after the restart the kubelet's retry and the checks on what
+// it finds.
+type faultScenario struct {
+	stage faultStage
+	call  func(ctx context.Context, r *faultRun, d *daemon.Daemon) error
+	after func(t *testing.T, r *faultRun)
+	// removesPod: the case took its pod down; otherwise it is stopped
+	// and removed at the end.
+	removesPod bool
+}
+
+// stopScenario: StopPodSandbox, cut anywhere in the stop or the network
+// teardown.
+var stopScenario = faultScenario{
+	stage: containerRunning,
+	call:  stopPod,
+	after: func(t *testing.T, r *faultRun) {
+		retry(t, "StopPodSandbox", func(ctx context.Context) error { return stopPod(ctx, r, r.e.d) })
+		if st, _ := podStatus(t, r.e.d, r.podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 			t.Errorf("pod after StopPodSandbox: %v", st.State)
 		}
-		p := &pod{d: e.d, l: e.l, id: podID, cfg: cfg}
-		if st := p.status(t, ctrID); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		if st := r.pod().status(t, r.ctrID); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
 			t.Errorf("container after StopPodSandbox: %v", st.State)
 		}
-	case "sandbox.remove", "sandbox.teardown":
-		// Removed while running, so teardown has everything to undo.
-		runPodNow()
-		createNow()
-		retry(t, "StartContainer", startNow)
-		e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error {
-			_, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
-			return err
-		})
-		e.restart(t)
-		retry(t, "RemovePodSandbox", func(ctx context.Context) error {
-			_, err := e.d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
-			return err
-		})
-		if ps := podsNamed(t, e.d, cfg); len(ps) != 0 {
+	},
+}
+
+// removeScenario: RemovePodSandbox of a running pod, so teardown has
+// everything to undo.
+var removeScenario = faultScenario{
+	stage: containerRunning,
+	call:  removePod,
+	after: func(t *testing.T, r *faultRun) {
+		retry(t, "RemovePodSandbox", func(ctx context.Context) error { return removePod(ctx, r, r.e.d) })
+		if ps := podsNamed(t, r.e.d, r.cfg); len(ps) != 0 {
 			t.Errorf("pods after RemovePodSandbox: %v", ps)
 		}
-		return
-	default:
+	},
+	removesPod: true,
+}
+
+func stopPod(ctx context.Context, r *faultRun, d *daemon.Daemon) error {
+	_, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: r.podID})
+	return err
+}
+
+func removePod(ctx context.Context, r *faultRun, d *daemon.Daemon) error {
+	_, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: r.podID})
+	return err
+}
+
+var faultScenarios = map[string]faultScenario{
+	"sandbox.run": {
+		stage: noPod,
+		call: func(ctx context.Context, r *faultRun, d *daemon.Daemon) error {
+			_, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: r.cfg})
+			return err
+		},
+		after: func(t *testing.T, r *faultRun) {
+			var listed []string
+			for _, p := range podsNamed(t, r.e.d, r.cfg) {
+				listed = append(listed, p.Id)
+			}
+			// The kubelet's retry: the same config, so the same name.
+			resp, err := r.e.d.Runtime.RunPodSandbox(ctxT(t), &runtimeapi.RunPodSandboxRequest{Config: r.cfg})
+			if err != nil {
+				t.Fatalf("RunPodSandbox retry: %v", err)
+			}
+			r.podID = resp.PodSandboxId
+			handedOrFresh(t, "RunPodSandbox", listed, r.podID, r.name == "sandbox.run.after-ready")
+			if st, _ := podStatus(t, r.e.d, r.podID); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.Network.GetIp() == "" {
+				t.Errorf("pod after the retry: %v, IP %q", st.State, st.Network.GetIp())
+			}
+			r.ctrID = r.pod().create(t, r.ccfg)
+			retry(t, "StartContainer", r.start)
+		},
+	},
+	"container.create": {
+		stage: podReady,
+		call: func(ctx context.Context, r *faultRun, d *daemon.Daemon) error {
+			_, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: r.podID, Config: r.ccfg, SandboxConfig: r.cfg})
+			return err
+		},
+		after: func(t *testing.T, r *faultRun) {
+			var listed []string
+			for _, c := range containersOf(t, r.e.d, r.podID) {
+				listed = append(listed, c.Id)
+			}
+			resp, err := r.e.d.Runtime.CreateContainer(ctxT(t), &runtimeapi.CreateContainerRequest{PodSandboxId: r.podID, Config: r.ccfg, SandboxConfig: r.cfg})
+			if err != nil {
+				t.Fatalf("CreateContainer retry: %v", err)
+			}
+			r.ctrID = resp.ContainerId
+			handedOrFresh(t, "CreateContainer", listed, r.ctrID, r.name == "container.create.after-record")
+			retry(t, "StartContainer", r.start)
+		},
+	},
+	"container.start": {
+		stage: containerCreated,
+		call:  func(ctx context.Context, r *faultRun, _ *daemon.Daemon) error { return r.start(ctx) },
+		after: func(t *testing.T, r *faultRun) {
+			// The kubelet starts the container again; a start the crash did
+			// not stop is refused, the container running.
+			err := r.start(ctxT(t))
+			if st := r.pod().status(t, r.ctrID); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				t.Errorf("container after the StartContainer retry (%v): %v %s", err, st.State, st.Message)
+			}
+		},
+	},
+	"container.remove": {
+		stage: containerRunning,
+		call: func(ctx context.Context, r *faultRun, d *daemon.Daemon) error {
+			_, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: r.ctrID})
+			return err
+		},
+		after: func(t *testing.T, r *faultRun) {
+			retry(t, "RemoveContainer", func(ctx context.Context) error {
+				_, err := r.e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: r.ctrID})
+				return err
+			})
+			if cs := containersOf(t, r.e.d, r.podID); len(cs) != 0 {
+				t.Errorf("containers after RemoveContainer: %v", cs)
+			}
+		},
+	},
+	"sandbox.stop":     stopScenario,
+	"sandbox.network":  stopScenario,
+	"sandbox.remove":   removeScenario,
+	"sandbox.teardown": removeScenario,
+}
+
+// atFailpoint takes a pod as far as the failpoint's scenario needs, issues
+// its call (the daemon dies), restarts the daemon, retries the call as the
+// kubelet would and takes the pod down.
+func (e *faultEnv) atFailpoint(t *testing.T, name string) {
+	kind := name[:strings.LastIndex(name, ".")]
+	sc, ok := faultScenarios[kind]
+	if !ok {
 		t.Fatalf("no scenario for failpoint %s (%s)", name, kind)
 	}
-	stopRemove(t, e.d, podID)
+	r := &faultRun{e: e, name: name, cfg: podConfig(e.l, "fp"), ccfg: containerConfig("work")}
+	if sc.stage >= podReady {
+		r.podID = runPod(t, e.d, r.cfg)
+	}
+	if sc.stage >= containerCreated {
+		r.ctrID = r.pod().create(t, r.ccfg)
+	}
+	if sc.stage >= containerRunning {
+		retry(t, "StartContainer", r.start)
+	}
+	e.crash(t, name, func(ctx context.Context, d *daemon.Daemon) error { return sc.call(ctx, r, d) })
+	e.restart(t)
+	sc.after(t, r)
+	if !sc.removesPod {
+		stopRemove(t, e.d, r.podID)
+	}
 }
 
 // Random kills: a kubelet-like loop runs pods through their lifecycle while
