@@ -493,12 +493,9 @@ func hugetlbUsableHere(t *testing.T) bool {
 }
 
 func hugetlbMountpoint() string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, pf := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) >= 5 && len(pf) >= 3 && pf[0] == "cgroup" && strings.Contains(","+pf[2]+",", ",hugetlb,") {
-			return f[4]
+	for _, m := range daemon.Mounts() {
+		if m.FSType == "cgroup" && strings.Contains(","+m.SuperOptions+",", ",hugetlb,") {
+			return m.Point
 		}
 	}
 	return ""

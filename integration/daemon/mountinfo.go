@@ -12,7 +12,10 @@ type Mount struct {
 	Point  string // field 5: where it is mounted
 	FSType string // after the "-" separator
 	Source string
-	Line   string // the whole line, as read
+	// SuperOptions are the filesystem's own options (a cgroup v1
+	// hierarchy's controllers among them), comma-separated.
+	SuperOptions string
+	Line         string // the whole line, as read
 }
 
 // ParseMountinfo parses the text of a /proc/<pid>/mountinfo file, such as
@@ -33,6 +36,9 @@ func ParseMountinfo(text string) []Mount {
 				}
 				if i+2 < len(f) {
 					m.Source = unescape(f[i+2])
+				}
+				if i+3 < len(f) {
+					m.SuperOptions = f[i+3]
 				}
 				break
 			}
