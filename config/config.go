@@ -333,10 +333,12 @@ func removedKeys(c *Config) []error {
 	}
 	for _, name := range c.RuntimeNames() {
 		r := c.Containerd.Runtimes[name]
-		if r.Engine != nil {
+		// nvidia-ctk and other generators write both keys empty: nothing
+		// is lost then, so only a value is refused.
+		if r.Engine != nil && r.Engine != "" {
 			errs = append(errs, bad("containerd.runtimes."+name+".runtime_engine", r.Engine, "removed; set BinaryName in containerd.runtimes.%s.options", name))
 		}
-		if r.Root != nil {
+		if r.Root != nil && r.Root != "" {
 			errs = append(errs, bad("containerd.runtimes."+name+".runtime_root", r.Root, "removed; set Root in containerd.runtimes.%s.options", name))
 		}
 	}

@@ -157,3 +157,13 @@ func TestRemovedKeysAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// Generators such as nvidia-ctk write runtime_engine and runtime_root
+// empty; such a file starts, and only a value is refused.
+func TestEmptyRemovedRuntimeKeysAccepted(t *testing.T) {
+	for _, key := range []string{"containerd.runtimes.runc.runtime_engine", "containerd.runtimes.runc.runtime_root"} {
+		if err := decode(t, key+` = ""`).Validate(); err != nil {
+			t.Errorf("%s = \"\": %v", key, err)
+		}
+	}
+}
