@@ -186,8 +186,12 @@ func (m *Manager) attach(ctx context.Context, cc containerd.Container, c *Contai
 		return cio.NewAttach(opts...)(fifos)
 	})
 	if err != nil {
+		// Its fifos are gone (a start cut short by a crash, between the
+		// IO's cleanup and the task's delete): keep the container known,
+		// so that it can still be stopped and removed, without its output.
 		m.closeLog(c)
-		return nil, fmt.Errorf("reattach IO: %w", err)
+		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("cannot reattach the container's IO: its output after the restart is not logged")
+		return cc.Task(ctx, nil)
 	}
 	return task, nil
 }
