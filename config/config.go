@@ -1,6 +1,12 @@
-// Package config holds the plugin's configuration: the section an operator
-// writes under [plugins."io.containerd.grpc.v1.cri"], in containerd 1.x's
-// layout, with upstream's defaults, and its validation.
+// Package config holds the plugin's configuration in containerd 2.x's
+// layout: three sections, each with upstream's key names and defaults.
+//
+//	[plugins."io.containerd.grpc.v1.cri"]      ServerConfig (streaming)
+//	[plugins."io.containerd.cri.v1.runtime"]   RuntimeConfig
+//	[plugins."io.containerd.cri.v1.images"]    ImageConfig
+//
+// Files in containerd 1.x's layout (everything under the first section) are
+// moved into the three by Migrate; Config is the three together.
 package config
 
 import (
@@ -19,30 +25,64 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config is the plugin section. Field tags are the 1.x key names so that an
-// existing section keeps working unchanged.
+// The sections' names in containerd's config, as plugin type.ID.
+const (
+	ServerSection  = "io.containerd.grpc.v1.cri"
+	RuntimeSection = "io.containerd.cri.v1.runtime"
+	ImagesSection  = "io.containerd.cri.v1.images"
+)
+
+// Config is the whole configuration: the three sections, merged. Verbose
+// Status (crictl info) shows it as JSON.
 type Config struct {
-	SandboxImage             string            `toml:"sandbox_image" json:"sandboxImage"`
-	PinnedImages             map[string]string `toml:"pinned_images" json:"pinnedImages"`
-	StreamServerAddress      string            `toml:"stream_server_address" json:"streamServerAddress"`
-	StreamServerPort         string            `toml:"stream_server_port" json:"streamServerPort"`
-	EnableTLSStreaming       bool              `toml:"enable_tls_streaming" json:"enableTLSStreaming"`
-	X509KeyPairStreaming     X509KeyPair       `toml:"x509_key_pair_streaming" json:"x509KeyPairStreaming"`
-	MaxContainerLogLineSize  int               `toml:"max_container_log_line_size" json:"maxContainerLogLineSize"`
-	RestrictOOMScoreAdj      bool              `toml:"restrict_oom_score_adj" json:"restrictOOMScoreAdj"`
-	DisableApparmor          bool              `toml:"disable_apparmor" json:"disableApparmor"`
-	EnableSelinux            bool              `toml:"enable_selinux" json:"enableSelinux"`
-	ImagePullProgressTimeout string            `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
-	MaxConcurrentDownloads   int               `toml:"max_concurrent_downloads" json:"maxConcurrentDownloads"`
-	// StatsCollectPeriod is how often, in seconds, the snapshotter's usage
-	// behind ImageFsInfo is refreshed (its 1.x meaning).
-	StatsCollectPeriod int `toml:"stats_collect_period" json:"statsCollectPeriod"`
+	ServerConfig
+	RuntimeConfig
+	ImageConfig
+	// SandboxImage is pinned_images.sandbox, filled by Validate.
+	SandboxImage string `toml:"-" json:"sandboxImage"`
+}
+
+// ServerConfig is [plugins."io.containerd.grpc.v1.cri"] in a 2.x file: the
+// streaming server. In a 1.x file the section holds everything; Migrate
+// moves the rest out.
+type ServerConfig struct {
+	// DisableTCPService is upstream's switch for a CRI endpoint on TCP;
+	// nodecri serves CRI only on containerd's socket, so only true is
+	// accepted.
+	DisableTCPService    bool        `toml:"disable_tcp_service" json:"disableTCPService"`
+	StreamServerAddress  string      `toml:"stream_server_address" json:"streamServerAddress"`
+	StreamServerPort     string      `toml:"stream_server_port" json:"streamServerPort"`
+	StreamIdleTimeout    string      `toml:"stream_idle_timeout" json:"streamIdleTimeout"`
+	EnableTLSStreaming   bool        `toml:"enable_tls_streaming" json:"enableTLSStreaming"`
+	X509KeyPairStreaming X509KeyPair `toml:"x509_key_pair_streaming" json:"x509KeyPairStreaming"`
+
+	// Legacy holds 1.x keys found here in a version 4 file (nodecri wrote
+	// that layout before it read 2.x's); the plugin moves them with
+	// Migrate. Migration empties it for older files.
+	Legacy `json:"-"`
+}
+
+// X509KeyPair is the certificate the streaming server uses with TLS.
+type X509KeyPair struct {
+	TLSCertFile string `toml:"tls_cert_file" json:"tlsCertFile"`
+	TLSKeyFile  string `toml:"tls_key_file" json:"tlsKeyFile"`
+}
+
+// RuntimeConfig is [plugins."io.containerd.cri.v1.runtime"].
+type RuntimeConfig struct {
+	Containerd              ContainerdConfig `toml:"containerd" json:"containerd"`
+	CNI                     CNIConfig        `toml:"cni" json:"cni"`
+	MaxContainerLogLineSize int              `toml:"max_container_log_line_size" json:"maxContainerLogLineSize"`
+	RestrictOOMScoreAdj     bool             `toml:"restrict_oom_score_adj" json:"restrictOOMScoreAdj"`
+	DisableApparmor         bool             `toml:"disable_apparmor" json:"disableApparmor"`
+	EnableSelinux           bool             `toml:"enable_selinux" json:"enableSelinux"`
 	// StatsSamplePeriod is how often containers' CPU, memory and process
-	// counts are sampled from containerd's task metrics (ours, not 1.x's):
-	// a duration, e.g. "10s".
-	StatsSamplePeriod string `toml:"stats_sample_period" json:"statsSamplePeriod"`
+	// counts are sampled from containerd's task metrics: a duration. It is
+	// upstream 2.x's runtime stats_collect_period (1.x files: nodecri's
+	// stats_sample_period).
+	StatsSamplePeriod string `toml:"stats_collect_period" json:"statsSamplePeriod"`
 	// EnableCDI turns on Container Device Interface devices, found in
-	// CDISpecDirs.
+	// CDISpecDirs. Upstream 2.x always has CDI on; the key is kept.
 	EnableCDI   bool     `toml:"enable_cdi" json:"enableCDI"`
 	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs"`
 	// EnableUnprivilegedPorts gives pods with their own network namespace
@@ -59,25 +99,23 @@ type Config struct {
 	// warning) where the runtime cannot use the hugetlb controller,
 	// instead of failing CreateContainer.
 	TolerateMissingHugetlbController bool `toml:"tolerate_missing_hugetlb_controller" json:"tolerateMissingHugetlbController"`
-
-	Containerd ContainerdConfig `toml:"containerd" json:"containerd"`
-	CNI        CNIConfig        `toml:"cni" json:"cni"`
-	Registry   RegistryConfig   `toml:"registry" json:"registry"`
+	// DeviceOwnershipFromSecurityContext makes devices added to a
+	// container owned by its runAsUser/runAsGroup.
+	DeviceOwnershipFromSecurityContext bool `toml:"device_ownership_from_security_context" json:"deviceOwnershipFromSecurityContext"`
+	// IgnoreImageDefinedVolumes leaves an image's VOLUMEs as part of the
+	// rootfs instead of giving each container a writable copy.
+	IgnoreImageDefinedVolumes bool `toml:"ignore_image_defined_volumes" json:"ignoreImageDefinedVolumes"`
+	// DrainExecSyncIOTimeout bounds how long ExecSync waits for output
+	// after the exec process exits; "0s" waits without limit.
+	DrainExecSyncIOTimeout string `toml:"drain_exec_sync_io_timeout" json:"drainExecSyncIOTimeout"`
 
 	// Removed 1.x keys: present only so that a config still carrying them
 	// fails by name instead of being ignored with a warning.
 	SystemdCgroup any `toml:"systemd_cgroup,omitempty" json:"-"`
 }
 
-// X509KeyPair is the certificate the streaming server uses with TLS.
-type X509KeyPair struct {
-	TLSCertFile string `toml:"tls_cert_file" json:"tlsCertFile"`
-	TLSKeyFile  string `toml:"tls_key_file" json:"tlsKeyFile"`
-}
-
-// ContainerdConfig is the [...cri.containerd] table.
+// ContainerdConfig is the runtime section's [containerd] table.
 type ContainerdConfig struct {
-	Snapshotter        string             `toml:"snapshotter" json:"snapshotter"`
 	DefaultRuntimeName string             `toml:"default_runtime_name" json:"defaultRuntimeName"`
 	Runtimes           map[string]Runtime `toml:"runtimes" json:"runtimes"`
 
@@ -85,7 +123,7 @@ type ContainerdConfig struct {
 	UntrustedWorkloadRuntime any `toml:"untrusted_workload_runtime,omitempty" json:"-"`
 }
 
-// Runtime is one [...cri.containerd.runtimes.<name>] table: a runtime handler.
+// Runtime is one [containerd.runtimes.<name>] table: a runtime handler.
 type Runtime struct {
 	Type                 string         `toml:"runtime_type" json:"runtimeType"`
 	Path                 string         `toml:"runtime_path" json:"runtimePath"`
@@ -93,27 +131,103 @@ type Runtime struct {
 	PodAnnotations       []string       `toml:"pod_annotations" json:"podAnnotations"`
 	ContainerAnnotations []string       `toml:"container_annotations" json:"containerAnnotations"`
 	Options              map[string]any `toml:"options" json:"options"`
+	// PrivilegedWithoutHostDevices gives this handler's privileged
+	// containers no host devices (VM runtimes, for instance).
+	PrivilegedWithoutHostDevices bool `toml:"privileged_without_host_devices" json:"privilegedWithoutHostDevices"`
+	// PrivilegedWithoutHostDevicesAllDevicesAllowed keeps the device
+	// cgroup open to all devices for them.
+	PrivilegedWithoutHostDevicesAllDevicesAllowed bool `toml:"privileged_without_host_devices_all_devices_allowed" json:"privilegedWithoutHostDevicesAllDevicesAllowed"`
+	// CgroupWritable mounts the container's cgroup read-write.
+	CgroupWritable bool `toml:"cgroup_writable" json:"cgroupWritable"`
+	// BaseRuntimeSpec is a JSON OCI spec file every container of this
+	// handler starts from, read once at start.
+	BaseRuntimeSpec string `toml:"base_runtime_spec" json:"baseRuntimeSpec"`
+	// CNIConfDir and CNIMaxConfNum give this handler's pods their own CNI
+	// configuration instead of the node's.
+	CNIConfDir    string `toml:"cni_conf_dir" json:"cniConfDir"`
+	CNIMaxConfNum int    `toml:"cni_max_conf_num" json:"cniMaxConfNum"`
+	// Sandboxer names how pods of this handler are run: only upstream's
+	// "podsandbox" (a pause container) is implemented.
+	Sandboxer string `toml:"sandboxer" json:"sandboxer"`
 
 	Engine any `toml:"runtime_engine,omitempty" json:"-"`
 	Root   any `toml:"runtime_root,omitempty" json:"-"`
 }
 
-// CNIConfig is the [...cri.cni] table.
+// CNIConfig is the runtime section's [cni] table.
 type CNIConfig struct {
+	// BinDir is 1.x's single folder, searched before BinDirs.
 	BinDir       string   `toml:"bin_dir" json:"binDir"`
 	BinDirs      []string `toml:"bin_dirs" json:"binDirs"`
 	ConfDir      string   `toml:"conf_dir" json:"confDir"`
 	MaxConfNum   int      `toml:"max_conf_num" json:"maxConfNum"`
 	ConfTemplate string   `toml:"conf_template" json:"confTemplate"`
+	// SetupSerially runs the networks of a pod one after another.
+	SetupSerially bool `toml:"setup_serially" json:"setupSerially"`
+	// IPPref picks the pod's primary IP: "ipv4" (or ""), "ipv6" or "cni"
+	// (the first the plugin returned).
+	IPPref string `toml:"ip_pref" json:"ipPref"`
+	// UseInternalLoopback brings lo up without the loopback plugin.
+	UseInternalLoopback bool `toml:"use_internal_loopback" json:"useInternalLoopback"`
 }
 
-// RegistryConfig is the [...cri.registry] table.
-type RegistryConfig struct {
-	ConfigPath string `toml:"config_path" json:"configPath"`
+// ImageConfig is [plugins."io.containerd.cri.v1.images"].
+type ImageConfig struct {
+	Snapshotter string `toml:"snapshotter" json:"snapshotter"`
+	// DisableSnapshotAnnotations keeps the image reference and layer
+	// digests off snapshot labels; remote snapshotters need them (false).
+	DisableSnapshotAnnotations bool `toml:"disable_snapshot_annotations" json:"disableSnapshotAnnotations"`
+	// DiscardUnpackedLayers lets the layer blobs go once unpacked.
+	DiscardUnpackedLayers bool `toml:"discard_unpacked_layers" json:"discardUnpackedLayers"`
+	// PinnedImages are never garbage collected by the kubelet; "sandbox"
+	// is the pause image.
+	PinnedImages             map[string]string `toml:"pinned_images" json:"pinnedImages"`
+	Registry                 Registry          `toml:"registry" json:"registry"`
+	MaxConcurrentDownloads   int               `toml:"max_concurrent_downloads" json:"maxConcurrentDownloads"`
+	ImagePullProgressTimeout string            `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
+	// StatsCollectPeriod is how often, in seconds, the snapshotter's usage
+	// behind ImageFsInfo is refreshed.
+	StatsCollectPeriod int `toml:"stats_collect_period" json:"statsCollectPeriod"`
+}
 
-	Mirrors any `toml:"mirrors,omitempty" json:"-"`
-	Configs any `toml:"configs,omitempty" json:"-"`
-	Auths   any `toml:"auths,omitempty" json:"-"`
+// Registry is the images section's [registry] table. Hosts come from
+// hosts.toml files under ConfigPath; mirrors, configs and auths are
+// deprecated upstream and translated into the same host settings.
+type Registry struct {
+	ConfigPath string                        `toml:"config_path" json:"configPath"`
+	Mirrors    map[string]Mirror             `toml:"mirrors" json:"mirrors"`
+	Configs    map[string]RegistryHostConfig `toml:"configs" json:"configs"`
+	// Auths is keyed by endpoint URL (deprecated already in 1.x).
+	Auths   map[string]AuthConfig `toml:"auths" json:"auths"`
+	Headers map[string][]string   `toml:"headers" json:"headers"`
+}
+
+// Mirror lists the endpoints tried for a registry host, in order.
+type Mirror struct {
+	Endpoints []string `toml:"endpoint" json:"endpoint"`
+}
+
+// RegistryHostConfig is one registry host's TLS and credentials.
+type RegistryHostConfig struct {
+	TLS  *TLSConfig  `toml:"tls" json:"tls"`
+	Auth *AuthConfig `toml:"auth" json:"auth"`
+}
+
+// TLSConfig is a registry host's TLS client settings.
+type TLSConfig struct {
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify" json:"insecureSkipVerify"`
+	CAFile             string `toml:"ca_file" json:"caFile"`
+	CertFile           string `toml:"cert_file" json:"certFile"`
+	KeyFile            string `toml:"key_file" json:"keyFile"`
+}
+
+// AuthConfig is a registry host's credentials; json "-" keeps them out of
+// crictl info.
+type AuthConfig struct {
+	Username      string `toml:"username" json:"-"`
+	Password      string `toml:"password" json:"-"`
+	Auth          string `toml:"auth" json:"-"`
+	IdentityToken string `toml:"identitytoken" json:"-"`
 }
 
 // Namespace is the containerd namespace every CRI object lives in, shared
@@ -123,31 +237,42 @@ const Namespace = "k8s.io"
 // RuncRuntimeType is the shim every default handler uses.
 const RuncRuntimeType = "io.containerd.runc.v2"
 
-// Default returns the section with upstream's defaults filled in.
-func Default() *Config {
-	return &Config{
-		SandboxImage:             "registry.k8s.io/pause:3.10.2",
-		PinnedImages:             map[string]string{},
-		StreamServerAddress:      "127.0.0.1",
-		StreamServerPort:         "0",
-		MaxContainerLogLineSize:  16 * 1024,
-		ImagePullProgressTimeout: (5 * time.Minute).String(),
-		MaxConcurrentDownloads:   3,
-		StatsCollectPeriod:       10,
-		StatsSamplePeriod:        (10 * time.Second).String(),
-		EnableCDI:                true,
-		EnableUnprivilegedPorts:  true,
-		EnableUnprivilegedICMP:   true,
+// PodSandboxMode is the only sandboxer nodecri implements.
+const PodSandboxMode = "podsandbox"
+
+// DefaultSandboxImage is pinned_images.sandbox unless set.
+const DefaultSandboxImage = "registry.k8s.io/pause:3.10.2"
+
+// DefaultServer returns the server section with upstream's defaults.
+func DefaultServer() ServerConfig {
+	return ServerConfig{
+		DisableTCPService:   true,
+		StreamServerAddress: "127.0.0.1",
+		StreamServerPort:    "0",
+		StreamIdleTimeout:   (4 * time.Hour).String(),
+	}
+}
+
+// DefaultRuntime returns the runtime section with upstream's defaults.
+func DefaultRuntime() RuntimeConfig {
+	return RuntimeConfig{
+		MaxContainerLogLineSize: 16 * 1024,
+		// Ours: upstream samples every second; ten seconds is the
+		// kubelet's own housekeeping pace and costs a tenth.
+		StatsSamplePeriod:       (10 * time.Second).String(),
+		EnableCDI:               true,
+		CDISpecDirs:             []string{"/etc/cdi", "/var/run/cdi"},
+		EnableUnprivilegedPorts: true,
+		EnableUnprivilegedICMP:  true,
 		// Upstream's defaults: the kubelet sends a limit for every page
 		// size, and many hosts cannot apply them.
 		DisableHugetlbController:         true,
 		TolerateMissingHugetlbController: true,
-		CDISpecDirs:                      []string{"/etc/cdi", "/var/run/cdi"},
+		DrainExecSyncIOTimeout:           "0s",
 		Containerd: ContainerdConfig{
-			Snapshotter:        "overlayfs",
 			DefaultRuntimeName: "runc",
 			Runtimes: map[string]Runtime{
-				"runc": {Type: RuncRuntimeType, Options: map[string]any{}},
+				"runc": {Type: RuncRuntimeType, Options: map[string]any{}, Sandboxer: PodSandboxMode},
 			},
 		},
 		CNI: CNIConfig{
@@ -156,6 +281,23 @@ func Default() *Config {
 			MaxConfNum: 1,
 		},
 	}
+}
+
+// DefaultImages returns the images section with upstream's defaults.
+func DefaultImages() ImageConfig {
+	return ImageConfig{
+		Snapshotter:                "overlayfs",
+		DisableSnapshotAnnotations: true,
+		PinnedImages:               map[string]string{"sandbox": DefaultSandboxImage},
+		MaxConcurrentDownloads:     3,
+		ImagePullProgressTimeout:   (5 * time.Minute).String(),
+		StatsCollectPeriod:         10,
+	}
+}
+
+// Default returns the whole configuration with upstream's defaults.
+func Default() *Config {
+	return &Config{ServerConfig: DefaultServer(), RuntimeConfig: DefaultRuntime(), ImageConfig: DefaultImages(), SandboxImage: DefaultSandboxImage}
 }
 
 // Error is a configuration error naming the offending key and value.
@@ -193,9 +335,13 @@ func (c *Config) Validate() error {
 		add(r)
 	}
 
-	if _, err := reference.ParseDockerRef(c.SandboxImage); err != nil {
-		add(bad("sandbox_image", c.SandboxImage, "not an image reference: %v", err))
+	if c.PinnedImages == nil {
+		c.PinnedImages = map[string]string{}
 	}
+	if c.PinnedImages["sandbox"] == "" {
+		c.PinnedImages["sandbox"] = DefaultSandboxImage
+	}
+	c.SandboxImage = c.PinnedImages["sandbox"]
 	for _, k := range slices.Sorted(maps.Keys(c.PinnedImages)) {
 		if _, err := reference.ParseDockerRef(c.PinnedImages[k]); err != nil {
 			add(bad("pinned_images."+k, c.PinnedImages[k], "not an image reference: %v", err))
@@ -206,6 +352,12 @@ func (c *Config) Validate() error {
 	}
 	if p, err := strconv.Atoi(c.StreamServerPort); err != nil || p < 0 || p > 65535 {
 		add(bad("stream_server_port", c.StreamServerPort, "not a port number (0 picks a free one)"))
+	}
+	if !c.DisableTCPService {
+		add(bad("disable_tcp_service", c.DisableTCPService, "nodecri serves CRI only on containerd's socket; remove the key"))
+	}
+	if d, err := time.ParseDuration(c.StreamIdleTimeout); err != nil || d < 0 {
+		add(bad("stream_idle_timeout", c.StreamIdleTimeout, "not a duration (e.g. \"4h\", \"0\" never closes idle streams)"))
 	}
 	if c.EnableTLSStreaming && (c.X509KeyPairStreaming.TLSCertFile == "") != (c.X509KeyPairStreaming.TLSKeyFile == "") {
 		add(bad("x509_key_pair_streaming", c.X509KeyPairStreaming, "set both tls_cert_file and tls_key_file, or neither for a self-signed pair"))
@@ -225,9 +377,12 @@ func (c *Config) Validate() error {
 		add(bad("stats_collect_period", c.StatsCollectPeriod, "must be at least 1 (seconds)"))
 	}
 	if d, err := time.ParseDuration(c.StatsSamplePeriod); err != nil {
-		add(bad("stats_sample_period", c.StatsSamplePeriod, "not a duration (e.g. \"10s\")"))
+		add(bad(runtimeStatsKey, c.StatsSamplePeriod, "not a duration (e.g. \"10s\")"))
 	} else if d < time.Second {
-		add(bad("stats_sample_period", c.StatsSamplePeriod, "must be at least 1s"))
+		add(bad(runtimeStatsKey, c.StatsSamplePeriod, "must be at least 1s"))
+	}
+	if d, err := time.ParseDuration(c.DrainExecSyncIOTimeout); err != nil || d < 0 {
+		add(bad("drain_exec_sync_io_timeout", c.DrainExecSyncIOTimeout, "not a duration (e.g. \"10s\", \"0s\" waits without limit)"))
 	}
 	for _, d := range c.CDISpecDirs {
 		if !filepath.IsAbs(d) {
@@ -248,8 +403,8 @@ func (c *Config) Validate() error {
 		add(bad("enable_selinux", c.EnableSelinux, "SELinux labelling is not supported by nodecri"))
 	}
 
-	if c.Containerd.Snapshotter == "" {
-		add(bad("containerd.snapshotter", c.Containerd.Snapshotter, "must name a snapshotter"))
+	if c.Snapshotter == "" {
+		add(bad("snapshotter", c.Snapshotter, "must name a snapshotter"))
 	}
 	if len(c.Containerd.Runtimes) == 0 {
 		add(bad("containerd.runtimes", "{}", "at least one runtime handler is needed"))
@@ -273,6 +428,18 @@ func (c *Config) Validate() error {
 		if _, err := DecodeOptions(r.Type, r.Options); err != nil {
 			add(bad(key+".options", r.Options, "%v", err))
 		}
+		if r.Sandboxer != "" && r.Sandboxer != PodSandboxMode {
+			add(bad(key+".sandboxer", r.Sandboxer, "only %q (pods with a pause container) is implemented", PodSandboxMode))
+		}
+		if r.BaseRuntimeSpec != "" && !filepath.IsAbs(r.BaseRuntimeSpec) {
+			add(bad(key+".base_runtime_spec", r.BaseRuntimeSpec, "must be an absolute path"))
+		}
+		if r.CNIConfDir != "" && !filepath.IsAbs(r.CNIConfDir) {
+			add(bad(key+".cni_conf_dir", r.CNIConfDir, "must be an absolute path"))
+		}
+		if r.CNIMaxConfNum < 0 {
+			add(bad(key+".cni_max_conf_num", r.CNIMaxConfNum, "must not be negative (0 loads every config)"))
+		}
 	}
 
 	if c.CNI.BinDir != "" {
@@ -295,6 +462,11 @@ func (c *Config) Validate() error {
 	if c.CNI.MaxConfNum < 0 {
 		add(bad("cni.max_conf_num", c.CNI.MaxConfNum, "must not be negative (0 loads every config)"))
 	}
+	switch c.CNI.IPPref {
+	case "", "ipv4", "ipv6", "cni":
+	default:
+		add(bad("cni.ip_pref", c.CNI.IPPref, "must be \"ipv4\", \"ipv6\" or \"cni\""))
+	}
 	if c.CNI.ConfTemplate != "" && !filepath.IsAbs(c.CNI.ConfTemplate) {
 		add(bad("cni.conf_template", c.CNI.ConfTemplate, "must be an absolute path"))
 	}
@@ -309,21 +481,28 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Deprecated lists the keys set that upstream deprecates but still reads,
+// each with what to use instead.
+func (c *Config) Deprecated() []*Error {
+	var out []*Error
+	if len(c.Registry.Mirrors) > 0 {
+		out = append(out, &Error{Key: "registry.mirrors", Value: slices.Sorted(maps.Keys(c.Registry.Mirrors)), Why: "deprecated; put mirrors in hosts.toml files under registry.config_path"})
+	}
+	if len(c.Registry.Configs) > 0 {
+		out = append(out, &Error{Key: "registry.configs", Value: slices.Sorted(maps.Keys(c.Registry.Configs)), Why: "deprecated; put TLS settings in hosts.toml files under registry.config_path, credentials in the kubelet's image pull secrets or credential providers"})
+	}
+	if len(c.Registry.Auths) > 0 {
+		out = append(out, &Error{Key: "registry.auths", Value: slices.Sorted(maps.Keys(c.Registry.Auths)), Why: "deprecated; use the kubelet's image pull secrets or credential providers"})
+	}
+	return out
+}
+
 // removedKeys reports the 1.x keys nodecri does not carry on, each with the
 // key to use instead.
 func removedKeys(c *Config) []error {
 	var errs []error
 	if c.SystemdCgroup != nil {
 		errs = append(errs, bad("systemd_cgroup", c.SystemdCgroup, "removed; set SystemdCgroup in containerd.runtimes.<name>.options"))
-	}
-	if c.Registry.Mirrors != nil {
-		errs = append(errs, bad("registry.mirrors", c.Registry.Mirrors, "removed; put mirrors in hosts.toml files under registry.config_path"))
-	}
-	if c.Registry.Configs != nil {
-		errs = append(errs, bad("registry.configs", c.Registry.Configs, "removed; put TLS settings in hosts.toml files under registry.config_path, credentials come from the kubelet"))
-	}
-	if c.Registry.Auths != nil {
-		errs = append(errs, bad("registry.auths", c.Registry.Auths, "removed; credentials come from the kubelet's image pull secrets"))
 	}
 	if c.Containerd.DefaultRuntime != nil {
 		errs = append(errs, bad("containerd.default_runtime", c.Containerd.DefaultRuntime, "removed; use containerd.default_runtime_name and containerd.runtimes.<name>"))
@@ -366,9 +545,25 @@ func (c *Config) StatsPeriod() time.Duration {
 	return time.Duration(c.StatsCollectPeriod) * time.Second
 }
 
-// SamplePeriod is stats_sample_period parsed.
+// SamplePeriod is the runtime section's stats_collect_period parsed.
 func (c *Config) SamplePeriod() time.Duration {
 	d, _ := time.ParseDuration(c.StatsSamplePeriod)
+	return d
+}
+
+// runtimeStatsKey names the runtime section's stats_collect_period in
+// errors, apart from the images section's key of the same name.
+const runtimeStatsKey = `plugins."io.containerd.cri.v1.runtime".stats_collect_period`
+
+// StreamIdle is stream_idle_timeout parsed.
+func (c *Config) StreamIdle() time.Duration {
+	d, _ := time.ParseDuration(c.StreamIdleTimeout)
+	return d
+}
+
+// DrainExecSyncIO is drain_exec_sync_io_timeout parsed; 0 is no limit.
+func (c *Config) DrainExecSyncIO() time.Duration {
+	d, _ := time.ParseDuration(c.DrainExecSyncIOTimeout)
 	return d
 }
 

@@ -8,13 +8,34 @@ import (
 	"github.com/pelletier/go-toml/v2"
 )
 
-// decode reads a section the way containerd does: strict first, over the
-// registered defaults.
+// decode reads a 1.x section the way the daemon does: migrated into 2.x's
+// sections, each decoded over its defaults, then assembled.
 func decode(t *testing.T, section string) *Config {
 	t.Helper()
-	c := Default()
-	if err := toml.Unmarshal([]byte(section), c); err != nil {
+	var raw map[string]any
+	if err := toml.Unmarshal([]byte(section), &raw); err != nil {
 		t.Fatalf("decode: %v", err)
+	}
+	plugins := map[string]any{ServerSection: raw}
+	if _, err := Migrate(plugins); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return assemble(t, plugins)
+}
+
+// assemble decodes each section of plugins over its defaults, as
+// containerd does, and assembles them.
+func assemble(t *testing.T, plugins map[string]any) *Config {
+	t.Helper()
+	srv, rt, img := DefaultServer(), DefaultRuntime(), DefaultImages()
+	for name, out := range map[string]any{ServerSection: &srv, RuntimeSection: &rt, ImagesSection: &img} {
+		if err := fromMap(plugins[name], out); err != nil {
+			t.Fatalf("decode %s: %v", name, err)
+		}
+	}
+	c, _, err := Assemble(srv, rt, img)
+	if err != nil {
+		t.Fatalf("assemble: %v", err)
 	}
 	return c
 }
@@ -24,9 +45,9 @@ func TestDefaultsValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if c.SandboxImage != "registry.k8s.io/pause:3.10.2" || c.StreamServerPort != "0" || c.MaxContainerLogLineSize != 16384 ||
+	if c.SandboxImage != "registry.k8s.io/pause:3.10.2" || c.StreamIdle() != 4*time.Hour || !c.DisableSnapshotAnnotations || c.IgnoreImageDefinedVolumes || c.StreamServerPort != "0" || c.MaxContainerLogLineSize != 16384 ||
 		c.ImagePullProgressTimeout != "5m0s" || c.MaxConcurrentDownloads != 3 || c.StatsCollectPeriod != 10 || c.SamplePeriod() != 10*time.Second ||
-		c.Containerd.Snapshotter != "overlayfs" || c.Containerd.DefaultRuntimeName != "runc" ||
+		c.Snapshotter != "overlayfs" || c.Containerd.DefaultRuntimeName != "runc" ||
 		c.Containerd.Runtimes["runc"].Type != "io.containerd.runc.v2" || c.CNI.ConfDir != "/etc/cni/net.d" ||
 		c.CNI.BinDirs[0] != "/opt/cni/bin" || c.CNI.MaxConfNum != 1 ||
 		!c.EnableUnprivilegedPorts || !c.EnableUnprivilegedICMP {
@@ -75,17 +96,22 @@ default_runtime_name = "nope"`, "containerd.default_runtime_name", `"nope"`},
 		{`image_pull_progress_timeout = "5 minutes"`, "image_pull_progress_timeout", `"5 minutes"`},
 		{`stream_server_port = "http"`, "stream_server_port", `"http"`},
 		{`stats_collect_period = 0`, "stats_collect_period", "0"},
-		{`stats_sample_period = "10"`, "stats_sample_period", `"10"`},
-		{`stats_sample_period = "100ms"`, "stats_sample_period", `"100ms"`},
+		{`stats_sample_period = "10"`, "stats_collect_period", `"10"`},
+		{`stats_sample_period = "100ms"`, "stats_collect_period", `"100ms"`},
+		{`stream_idle_timeout = "1 hour"`, "stream_idle_timeout", `"1 hour"`},
+		{`disable_tcp_service = false`, "disable_tcp_service", "false"},
+		{`drain_exec_sync_io_timeout = "-1s"`, "drain_exec_sync_io_timeout", `"-1s"`},
+		{`[cni]
+ip_pref = "v6"`, "cni.ip_pref", `"v6"`},
+		{`[containerd.runtimes.runc]
+sandboxer = "shim"`, "containerd.runtimes.runc.sandboxer", `"shim"`},
+		{`[containerd.runtimes.runc]
+base_runtime_spec = "spec.json"`, "containerd.runtimes.runc.base_runtime_spec", `"spec.json"`},
 		{`[containerd.runtimes.kata]
 runtime_path = "/x"`, "containerd.runtimes.kata.runtime_type", `""`},
 		{`[containerd.runtimes.runc.options]
 BinaryNmae = "runc"`, "containerd.runtimes.runc.options", "BinaryNmae"},
 		{`systemd_cgroup = true`, "systemd_cgroup", "true"},
-		{`[registry.mirrors."docker.io"]
-endpoint = ["https://m"]`, "registry.mirrors", "docker.io"},
-		{`[registry.configs."r".auth]
-username = "u"`, "registry.configs", "username"},
 		{`[cni]
 conf_dir = "relative"`, "cni.conf_dir", `"relative"`},
 	} {

@@ -26,7 +26,8 @@ func sectionKeys(t *testing.T, typ reflect.Type, prefix string) []docKey {
 	var keys []docKey
 	for i := range typ.NumField() {
 		f := typ.Field(i)
-		if !f.IsExported() {
+		if !f.IsExported() || f.Type == reflect.TypeFor[Legacy]() {
+			// Legacy holds 1.x keys on their way to the other sections.
 			continue
 		}
 		tag, ok := f.Tag.Lookup("toml")
@@ -39,13 +40,16 @@ func sectionKeys(t *testing.T, typ reflect.Type, prefix string) []docKey {
 		}
 		path := prefix + name
 		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
 		switch {
 		case ft.Kind() == reflect.Struct:
 			keys = append(keys, sectionKeys(t, ft, path+".")...)
 		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
 			keys = append(keys, sectionKeys(t, ft.Elem(), path+".<name>.")...)
 		default:
-			keys = append(keys, docKey{path: path, removed: f.Tag.Get("json") == "-"})
+			keys = append(keys, docKey{path: path, removed: f.Tag.Get("json") == "-" && ft.Kind() == reflect.Interface})
 		}
 	}
 	return keys
@@ -72,21 +76,27 @@ func moduleRoot(t *testing.T) string {
 }
 
 // documentedKeys reads the first cell of every table row that is a single
-// `key`, split into rows under "## Removed keys" and rows elsewhere.
-func documentedKeys(t *testing.T, file string) (live, removed map[string]bool) {
+// `key`: rows under "## Removed keys", and the rest by the section whose
+// name the nearest "## " heading holds.
+func documentedKeys(t *testing.T, file string) (live map[string]map[string]bool, removed map[string]bool) {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatalf("the configuration reference: %v", err)
 	}
 	defer f.Close()
-	live, removed = map[string]bool{}, map[string]bool{}
+	live, removed = map[string]map[string]bool{}, map[string]bool{}
 	section := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
 		if h, ok := strings.CutPrefix(line, "## "); ok {
 			section = strings.TrimSpace(h)
+			for _, name := range []string{ServerSection, RuntimeSection, ImagesSection} {
+				if strings.Contains(h, `"`+name+`"`) {
+					section = name
+				}
+			}
 			continue
 		}
 		cells := strings.Split(line, "|")
@@ -101,7 +111,10 @@ func documentedKeys(t *testing.T, file string) (live, removed map[string]bool) {
 		if section == "Removed keys" {
 			removed[key] = true
 		} else {
-			live[key] = true
+			if live[section] == nil {
+				live[section] = map[string]bool{}
+			}
+			live[section][key] = true
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -114,27 +127,31 @@ func documentedKeys(t *testing.T, file string) (live, removed map[string]bool) {
 // docs/configuration.md has no table row for: live keys in its Keys table,
 // removed 1.x keys under "Removed keys".
 func TestConfigKeysDocumented(t *testing.T) {
-	keys := sectionKeys(t, reflect.TypeFor[Config](), "")
-	// A walk that went wrong would find nothing missing.
-	for _, want := range []string{"sandbox_image", "x509_key_pair_streaming.tls_cert_file", "containerd.runtimes.<name>.runtime_type", "cni.conf_dir"} {
-		if !slices.ContainsFunc(keys, func(k docKey) bool { return k.path == want }) {
-			t.Fatalf("walk of Config's toml tags missed %s: %v", want, keys)
-		}
-	}
-
 	doc := filepath.Join(moduleRoot(t), "docs", "configuration.md")
 	live, removed := documentedKeys(t, doc)
-	var missing, missingRemoved []string
-	for _, k := range keys {
-		switch {
-		case k.removed && !removed[k.path]:
-			missingRemoved = append(missingRemoved, k.path)
-		case !k.removed && !live[k.path]:
-			missing = append(missing, k.path)
+	var missingRemoved []string
+	for _, sec := range []struct {
+		name string
+		typ  reflect.Type
+		want string // a key a right walk finds
+	}{
+		{ServerSection, reflect.TypeFor[ServerConfig](), "x509_key_pair_streaming.tls_cert_file"},
+		{RuntimeSection, reflect.TypeFor[RuntimeConfig](), "containerd.runtimes.<name>.runtime_type"},
+		{ImagesSection, reflect.TypeFor[ImageConfig](), "registry.mirrors.<name>.endpoint"},
+	} {
+		keys := sectionKeys(t, sec.typ, "")
+		// A walk that went wrong would find nothing missing.
+		if !slices.ContainsFunc(keys, func(k docKey) bool { return k.path == sec.want }) {
+			t.Fatalf("walk of %s's toml tags missed %s: %v", sec.typ.Name(), sec.want, keys)
 		}
-	}
-	for _, k := range missing {
-		t.Errorf("config key %s is not documented in docs/configuration.md: add a row \"| `%s` | default | meaning |\" to its Keys table", k, k)
+		for _, k := range keys {
+			switch {
+			case k.removed && !removed[k.path]:
+				missingRemoved = append(missingRemoved, k.path)
+			case !k.removed && !live[sec.name][k.path]:
+				t.Errorf("config key %s of [plugins.%q] is not documented in docs/configuration.md: add a row \"| `%s` | default | meaning |\" to that section's table", k.path, sec.name, k.path)
+			}
+		}
 	}
 	for _, k := range missingRemoved {
 		t.Errorf("removed config key %s is not documented in docs/configuration.md: add a row \"| `%s` | what to use instead |\" under \"## Removed keys\"", k, k)
@@ -145,7 +162,7 @@ func TestConfigKeysDocumented(t *testing.T) {
 // removed (json:"-") are the ones Validate refuses by name, so that none is
 // a live key hidden from the doc check.
 func TestRemovedKeysAreRefused(t *testing.T) {
-	for _, k := range sectionKeys(t, reflect.TypeFor[Config](), "") {
+	for _, k := range sectionKeys(t, reflect.TypeFor[RuntimeConfig](), "") {
 		if !k.removed {
 			continue
 		}

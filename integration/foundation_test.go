@@ -41,7 +41,8 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// Exactly one CRI plugin is loaded: ours, and none of upstream's.
+// Exactly one CRI plugin is loaded: ours (with its two section plugins,
+// io.containerd.cri.v1 runtime and images), and none of upstream's.
 func TestOnlyOurCRIPlugin(t *testing.T) {
 	d := start(t, newLayout(t, false))
 	out, err := exec.Command(filepath.Join(binDir, "ctr"), "--address", d.Layout.Socket, "plugins", "ls").CombinedOutput()
@@ -54,8 +55,12 @@ func TestOnlyOurCRIPlugin(t *testing.T) {
 		if len(f) < 4 {
 			continue
 		}
-		if strings.HasPrefix(f[0], "io.containerd.cri.v1") {
+		if f[0] == "io.containerd.cri.v1" && f[1] != "runtime" && f[1] != "images" ||
+			f[0] == "io.containerd.podsandbox.controller.v1" {
 			t.Errorf("upstream CRI plugin loaded: %s", line)
+		}
+		if f[0] == "io.containerd.cri.v1" && f[len(f)-1] != "ok" {
+			t.Errorf("cri section plugin not ok: %s", line)
 		}
 		if f[0]+"."+f[1] == daemon.CRISection { // TYPE and ID columns
 			cri = append(cri, line)
@@ -381,12 +386,10 @@ func TestBadConfigStopsDaemonNamingKey(t *testing.T) {
 		{"missing runtime_type", func(c map[string]any) {
 			c["containerd"].(map[string]any)["runtimes"].(map[string]any)["kata"] = map[string]any{"runtime_path": "/x"}
 		}, "containerd.runtimes.kata.runtime_type", `\"\"`},
-		{"removed 1.x key", func(c map[string]any) {
-			c["registry"] = map[string]any{"mirrors": map[string]any{"docker.io": map[string]any{"endpoint": []string{"https://m"}}}}
-		}, "registry.mirrors", "config_path"},
+		{"removed 1.x key", func(c map[string]any) { c["systemd_cgroup"] = true }, "systemd_cgroup", "SystemdCgroup"},
 		{"unknown snapshotter", func(c map[string]any) {
 			c["containerd"].(map[string]any)["snapshotter"] = "nosuchfs"
-		}, "containerd.snapshotter", `\"nosuchfs\"`},
+		}, "snapshotter", `\"nosuchfs\"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLayout(t, false)
@@ -409,7 +412,8 @@ func TestBadConfigStopsDaemonNamingKey(t *testing.T) {
 	}
 }
 
-// `containerd config dump` shows our section with the defaults filled in.
+// `containerd config dump` shows the three sections, 2.x's layout, with
+// the defaults filled in.
 func TestConfigDumpShowsDefaults(t *testing.T) {
 	l := newLayout(t, false)
 	if err := l.WriteConfig(); err != nil {
@@ -421,12 +425,14 @@ func TestConfigDumpShowsDefaults(t *testing.T) {
 	}
 	for _, want := range []string{
 		"[plugins.'" + daemon.CRISection + "']",
-		"sandbox_image = 'registry.k8s.io/pause:3.10.2'",
+		"stream_idle_timeout = '4h0m0s'",
+		"[plugins.'io.containerd.cri.v1.images'.pinned_images]",
+		"sandbox = 'registry.k8s.io/pause:3.10.2'",
 		"max_container_log_line_size = 16384",
 		"stats_collect_period = 10",
 		"snapshotter = 'overlayfs'",
-		"[plugins.'" + daemon.CRISection + "'.containerd.runtimes.runc]",
-		"[plugins.'" + daemon.CRISection + "'.registry]",
+		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]",
+		"[plugins.'io.containerd.cri.v1.images'.registry]",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("config dump lacks %s", want)

@@ -3,6 +3,7 @@
 package plugin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/containerd/v2/version"
 	"github.com/containerd/log"
 	"github.com/containerd/platforms"
 	"github.com/containerd/plugin"
@@ -41,10 +43,26 @@ import (
 const ID = "cri"
 
 func init() {
+	// containerd 2.x's two CRI sections are plugins of their own, so that
+	// containerd reads them (it skips sections of unregistered plugins);
+	// each hands its decoded section to the CRI plugin.
+	registry.Register(&plugin.Registration{
+		Type:   plugins.CRIServicePlugin,
+		ID:     "runtime",
+		Config: ptr(config.DefaultRuntime()),
+		InitFn: func(ic *plugin.InitContext) (any, error) { return ic.Config.(*config.RuntimeConfig), nil },
+	})
+	registry.Register(&plugin.Registration{
+		Type:   plugins.CRIServicePlugin,
+		ID:     "images",
+		Config: ptr(config.DefaultImages()),
+		InitFn: func(ic *plugin.InitContext) (any, error) { return ic.Config.(*config.ImageConfig), nil },
+	})
 	registry.Register(&plugin.Registration{
 		Type: plugins.GRPCPlugin,
 		ID:   ID,
 		Requires: []plugin.Type{
+			plugins.CRIServicePlugin,
 			plugins.EventPlugin,
 			plugins.ServicePlugin,
 			plugins.LeasePlugin,
@@ -53,9 +71,53 @@ func init() {
 			plugins.MountManagerPlugin,
 			plugins.SandboxControllerPlugin,
 		},
-		Config: config.Default(),
-		InitFn: initPlugin,
+		Config:          ptr(config.DefaultServer()),
+		ConfigMigration: migrateConfig,
+		InitFn:          initPlugin,
 	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// migrateConfig moves a 1.x layout (a file of version 3 or older) into
+// 2.x's sections before containerd decodes them, as upstream does, but
+// refuses a key set in both layouts instead of keeping one silently.
+func migrateConfig(ctx context.Context, fileVersion int, sections map[string]any) error {
+	if fileVersion >= version.ConfigVersion {
+		return nil
+	}
+	warnings, err := config.Migrate(sections)
+	for _, w := range warnings {
+		log.G(ctx).WithField("key", w).Warn("cri config: ignoring unknown key")
+	}
+	return err
+}
+
+// loadConfig assembles the plugin's configuration from its own section and
+// the two CRI sections, and validates it.
+func loadConfig(ic *plugin.InitContext) (*config.Config, error) {
+	rt, err := ic.GetByID(plugins.CRIServicePlugin, "runtime")
+	if err != nil {
+		return nil, fmt.Errorf("cri runtime section: %w", err)
+	}
+	img, err := ic.GetByID(plugins.CRIServicePlugin, "images")
+	if err != nil {
+		return nil, fmt.Errorf("cri images section: %w", err)
+	}
+	cfg, warnings, err := config.Assemble(*ic.Config.(*config.ServerConfig), *rt.(*config.RuntimeConfig), *img.(*config.ImageConfig))
+	for _, w := range warnings {
+		log.G(ic.Context).Warn("cri config: " + w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range cfg.Deprecated() {
+		log.G(ic.Context).WithField("key", key.Key).Warn("cri config: " + key.Why)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, oneLine(err)
+	}
+	return cfg, nil
 }
 
 var registerMetrics sync.Once
@@ -64,9 +126,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	// Background work (CNI watch, usage collection) runs for the daemon's
 	// life, in the CRI's namespace.
 	ctx := namespaces.WithNamespace(ic.Context, config.Namespace)
-	cfg := ic.Config.(*config.Config)
-	if err := cfg.Validate(); err != nil {
-		return nil, oneLine(err)
+	cfg, err := loadConfig(ic)
+	if err != nil {
+		return nil, err
 	}
 	rootDir, stateDir := ic.Properties[plugins.PropertyRootDir], ic.Properties[plugins.PropertyStateDir]
 	for _, d := range []string{rootDir, stateDir} {
@@ -110,8 +172,9 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	fsinfo := images.NewFSInfo(client.SnapshotService(cfg.Containerd.Snapshotter), snapshotRoot, cfg.StatsPeriod())
-	pinned := []string{cfg.SandboxImage}
+	fsinfo := images.NewFSInfo(client.SnapshotService(cfg.Snapshotter), snapshotRoot, cfg.StatsPeriod())
+	// pinned_images.sandbox is the pause image.
+	var pinned []string
 	for _, ref := range cfg.PinnedImages {
 		pinned = append(pinned, ref)
 	}
@@ -272,7 +335,7 @@ func runtimeOptions(cfg *config.Config) (runtimes.Options, error) {
 	opts := runtimes.Options{
 		Handlers:    make(map[string]runtimes.Config, len(cfg.Containerd.Runtimes)),
 		Default:     cfg.Containerd.DefaultRuntimeName,
-		Snapshotter: cfg.Containerd.Snapshotter,
+		Snapshotter: cfg.Snapshotter,
 	}
 	for name, r := range cfg.Containerd.Runtimes {
 		shimOpts, err := config.DecodeOptions(r.Type, r.Options)
@@ -304,7 +367,7 @@ func snapshotterRoot(ic *plugin.InitContext, cfg *config.Config) (string, error)
 		}
 		return p, nil
 	}
-	p, err := check("containerd.snapshotter", cfg.Containerd.Snapshotter)
+	p, err := check("snapshotter", cfg.Snapshotter)
 	if err != nil {
 		return "", err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/nodecri/nodecri/cni"
+	"github.com/nodecri/nodecri/config"
 )
 
 // CRISection is the plugin's section name in containerd's config.
@@ -118,7 +119,9 @@ func NewLayout(dir, binDir, metricsAddress string, nw Network) *Layout {
 	return l
 }
 
-// CRI returns the plugin's section of Config, for callers to adjust.
+// CRI returns the plugin's settings, for callers to adjust, in containerd
+// 1.x's layout (one section, 1.x key names): WriteConfig moves them into
+// 2.x's sections with config.Migrate, as the daemon does for a 1.x file.
 func (l *Layout) CRI() map[string]any {
 	return l.Config["plugins"].(map[string]any)[CRISection].(map[string]any)
 }
@@ -131,11 +134,43 @@ func (l *Layout) WriteConfig() error {
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return err
 	}
-	b, err := toml.Marshal(l.Config)
+	cfg, err := migrated(l.Config)
+	if err != nil {
+		return err
+	}
+	b, err := toml.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("marshal config: %w", err)
 	}
 	return os.WriteFile(l.ConfigPath(), b, 0o644)
+}
+
+// migrated is a copy of cfg with the CRI settings in 2.x's layout. A key
+// the daemon would ignore is an error: a test meant it to take effect.
+func migrated(cfg map[string]any) (map[string]any, error) {
+	b, err := toml.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	out := map[string]any{}
+	if err := toml.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	plugins, _ := out["plugins"].(map[string]any)
+	if plugins == nil {
+		return out, nil
+	}
+	warnings, err := config.Migrate(plugins)
+	if err != nil {
+		return nil, err
+	}
+	if len(warnings) > 0 {
+		return nil, fmt.Errorf("config keys the daemon does not know: %s", strings.Join(warnings, ", "))
+	}
+	if srv, ok := plugins[CRISection].(map[string]any); ok && len(srv) == 0 {
+		delete(plugins, CRISection)
+	}
+	return out, nil
 }
 
 // ConflistPath is where WriteConflist puts the pod network.
