@@ -43,6 +43,10 @@ type Layout struct {
 	// Config is containerd's whole config as a tree; callers may change
 	// it before WriteConfig.
 	Config map[string]any
+	// Raw, when set, is written as the config file instead of Config, for
+	// tests of files shaped as operators' tools write them. Config should
+	// still name the runtimes' roots, which the teardown sweeps.
+	Raw []byte
 }
 
 // NewLayout prepares a layout under dir; nothing is written yet.
@@ -133,6 +137,9 @@ func (l *Layout) ConfigPath() string { return filepath.Join(l.Dir, "config.toml"
 func (l *Layout) WriteConfig() error {
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return err
+	}
+	if l.Raw != nil {
+		return os.WriteFile(l.ConfigPath(), l.Raw, 0o644)
 	}
 	cfg, err := migrated(l.Config)
 	if err != nil {
